@@ -1,0 +1,1 @@
+"""Reproducible benchmarks: direct vs PgBouncer vs sqlx-os, side by side."""

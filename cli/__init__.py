@@ -1,0 +1,1 @@
+"""The `sqlxos` command line; wires the parts together at start-up."""

@@ -1,0 +1,53 @@
+"""`sqlxos`: the command line. Subcommands arrive with the parts they drive."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _proxy_args(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("proxy", help="run the wire-protocol proxy")
+    p.add_argument("--config", help="YAML config file (missing file: built-in defaults)")
+    p.add_argument("--listen", help="PostgreSQL listener HOST:PORT (default 127.0.0.1:6432)")
+    p.add_argument(
+        "--upstream",
+        help="postgresql://user@host:port/db of the real server; "
+        "unset: start an embedded PostgreSQL in the data dir",
+    )
+    p.add_argument("--data-dir", help="state folder (default ./var)")
+    p.add_argument("--http-listen", help="health/metrics HOST:PORT (default 127.0.0.1:9187)")
+
+
+def _bench_args(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("bench", help="benchmarks: direct vs PgBouncer vs sqlx-os")
+    bsub = p.add_subparsers(dest="bench", required=True)
+    pg = bsub.add_parser("pgbench", help="pgbench -S, alternating direct/PgBouncer/sqlx-os")
+    pg.add_argument("--rounds", type=int, default=3)
+    pg.add_argument("--seconds", type=int, default=15)
+    pg.add_argument("--clients", default="1,16")
+    pg.add_argument("--modes", default="simple,prepared")
+    pg.add_argument("--profile", action="store_true", help="also profile the proxy under load")
+    pg.add_argument("--out", default="bench")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sqlxos", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _proxy_args(sub)
+    _bench_args(sub)
+    args = parser.parse_args(argv)
+    if args.command == "proxy":
+        from sqlx.cli.run_proxy import run_proxy
+
+        return run_proxy(args)
+    if args.command == "bench":
+        from sqlx.bench.pgbench import run_from_args
+
+        return run_from_args(args)
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""`sqlxos proxy`: load config, start the listeners, handle signals, drain on exit.
+
+SIGTERM/SIGINT: stop accepting, let in-flight statements finish (bounded by
+`proxy.drain_timeout_s`), exit 0. SIGHUP: load the config again; a snapshot
+that does not validate is rejected with a log line and the old one stays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import structlog
+import uvloop
+
+from sqlx.cli.logs import configure_logging
+from sqlx.config import Config, ConfigError, load_config
+from sqlx.proxy.decision import AllowAll
+from sqlx.proxy.embedded import ClusterError, LocalCluster
+from sqlx.proxy.http import HttpServer
+from sqlx.proxy.pg.server import PgProxy
+from sqlx.proxy.pg.upstream import UpstreamTarget, parse_dsn
+
+log = structlog.get_logger("sqlx")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if args.listen:
+        out.setdefault("proxy", {})["listen"] = args.listen
+    if args.upstream:
+        out.setdefault("upstream", {})["dsn"] = args.upstream
+    if args.data_dir:
+        out["data_dir"] = args.data_dir
+    if args.http_listen:
+        out.setdefault("http", {})["listen"] = args.http_listen
+    return out
+
+
+def _split(hostport: str) -> tuple[str, int]:
+    host, _, port = hostport.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+async def _reachable(target: UpstreamTarget) -> bool:
+    try:
+        async with asyncio.timeout(1.0):
+            if target.unix_path:
+                _, writer = await asyncio.open_unix_connection(target.unix_path)
+            else:
+                _, writer = await asyncio.open_connection(target.host, target.port)
+        writer.close()
+        return True
+    except (OSError, TimeoutError):
+        return False
+
+
+class ProxyApp:
+    def __init__(self, args: argparse.Namespace, config: Config) -> None:
+        self.args = args
+        self.config = config
+        self.embedded: LocalCluster | None = None
+        self.stopping = asyncio.Event()
+
+    async def _target(self, config: Config) -> UpstreamTarget:
+        if config.upstream.dsn:
+            return parse_dsn(config.upstream.dsn)
+        if self.embedded is None:
+            cluster = LocalCluster(config.data_dir.absolute() / "pg")
+            await asyncio.to_thread(cluster.start)
+            self.embedded = cluster
+        return parse_dsn(self.embedded.dsn())
+
+    def reload(self) -> None:
+        try:
+            config = load_config(self.args.config, _overrides(self.args))
+            target = parse_dsn(config.upstream.dsn) if config.upstream.dsn else self.proxy.target
+        except (ConfigError, ValueError) as exc:
+            log.error("config reload rejected; keeping the running config", error=str(exc))
+            return
+        if config.proxy.listen != self.config.proxy.listen:
+            log.warning("proxy.listen changes take effect on restart", listen=config.proxy.listen)
+        self.config = config
+        self.proxy.reconfigure(config, target)
+        log.info("config reloaded", upstream=target.describe())
+
+    async def run(self) -> int:
+        config = self.config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            target = await self._target(config)
+        except (ClusterError, ValueError) as exc:
+            log.error("no upstream", error=str(exc))
+            return 1
+        self.proxy = PgProxy(config, target, AllowAll())
+        host, port = _split(config.proxy.listen)
+        try:
+            port = await self.proxy.start(host, port)
+        except OSError as exc:
+            log.error("cannot listen", listen=config.proxy.listen, error=str(exc))
+            return 1
+        http = None
+        if config.http.enabled:
+            http = HttpServer({"/healthz": self._health})
+            try:
+                await http.start(*_split(config.http.listen))
+            except OSError as exc:
+                log.error("cannot listen", listen=config.http.listen, error=str(exc))
+                return 1
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        user = self.embedded.superuser if self.embedded else "<user>"
+        database = "postgres" if self.embedded else "<database>"
+        log.info("listening", listen=f"{host}:{port}", upstream=target.describe())
+        print(
+            f"sqlx-os proxy on {host}:{port} -> {target.describe()}\n"
+            f"connect: psql -h {host} -p {port} -U {user} {database}",
+            flush=True,
+        )
+        await self.stopping.wait()
+        log.info("draining", timeout_s=self.config.proxy.drain_timeout_s)
+        await self.proxy.drain(self.config.proxy.drain_timeout_s)
+        if http is not None:
+            await http.close()
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop)
+        log.info("stopped")
+        return 0
+
+    async def _health(self) -> tuple[int, dict[str, object]]:
+        up = await _reachable(self.proxy.target)
+        body: dict[str, object] = {
+            "status": "ok" if up else "degraded",
+            "upstream": self.proxy.target.describe(),
+            "upstream_reachable": up,
+            "clients": len(self.proxy.clients),
+        }
+        return (200 if up else 503), body
+
+
+def run_proxy(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config, _overrides(args))
+    except ConfigError as exc:
+        print(f"sqlxos: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config.log.level)
+    if args.config and not Path(args.config).exists():
+        log.info("config file not found; using built-in defaults", path=args.config)
+
+    async def main() -> int:
+        return await ProxyApp(args, config).run()
+
+    return uvloop.run(main())

@@ -1,0 +1,80 @@
+"""The configuration schema: every key, its type and its default.
+
+Unknown keys are errors (`extra="forbid"`); models are frozen so a snapshot
+cannot change under a running session.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_hostport(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return value
+
+
+class TLSConfig(_Strict):
+    """TLS towards clients. Both files set: the proxy answers SSLRequest with 'S'."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None and self.key_file is not None
+
+
+class ProxyConfig(_Strict):
+    """The PostgreSQL listener and its per-client limits."""
+
+    listen: str = "127.0.0.1:6432"
+    # PostgreSQL's own limit for one message is 1 GiB; messages the proxy
+    # inspects (Query, Parse) are buffered up to this size, others stream.
+    max_message_bytes: int = Field(default=1 << 30, ge=1024)
+    # An extended-protocol batch is held until Sync/Flush so it can be decided
+    # whole; past this size what is held so far is decided and released.
+    max_held_batch_bytes: int = Field(default=16 << 20, ge=1024)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    drain_timeout_s: float = Field(default=30.0, ge=0)
+    tls: TLSConfig = TLSConfig()
+
+    _v_listen = field_validator("listen")(_check_hostport)
+
+
+class UpstreamConfig(_Strict):
+    """The real database. No DSN: `sqlxos proxy` starts an embedded PostgreSQL."""
+
+    dsn: str | None = None
+
+
+class HTTPConfig(_Strict):
+    """Health, metrics and control API."""
+
+    listen: str = "127.0.0.1:9187"
+    enabled: bool = True
+
+    _v_listen = field_validator("listen")(_check_hostport)
+
+
+class LogConfig(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Config(_Strict):
+    """One complete configuration snapshot."""
+
+    data_dir: Path = Path("./var")
+    proxy: ProxyConfig = ProxyConfig()
+    upstream: UpstreamConfig = UpstreamConfig()
+    http: HTTPConfig = HTTPConfig()
+    log: LogConfig = LogConfig()

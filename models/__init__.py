@@ -1,0 +1,1 @@
+"""ONNX serving and the model registry: weights live here, nothing else."""

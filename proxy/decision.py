@@ -1,0 +1,87 @@
+"""The per-statement decision hook: the one interface between the wire and the copilot.
+
+A session asks `Decider.decide` before a statement reaches the server and
+tells `Decider.observe` what happened after. A verdict is a value, never an
+exception (STYLE.md §5). The default decider allows everything; the command
+line wires in the copilot's implementation at start-up.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class Verdict(enum.Enum):
+    ALLOW = "allow"
+    DENY = "deny"
+    REWRITE = "rewrite"
+
+
+class Path(enum.Enum):
+    """Which protocol path carried the statement (the same SQL gets the same verdict)."""
+
+    SIMPLE = "simple"
+    EXTENDED = "extended"
+    FUNCTION_CALL = "function_call"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionFacts:
+    """What a policy may know about the client: fixed at authentication."""
+
+    user: str
+    database: str
+    application_name: str
+    client_addr: str
+    tls: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    sql: str
+    path: Path
+    facts: SessionFacts
+    in_transaction: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    verdict: Verdict
+    sql: str | None = None  # the replacement text, for REWRITE
+    reason: str = ""
+    sqlstate: str = "42501"  # insufficient_privilege, for DENY
+    fingerprint: str | None = None
+    score: float | None = None
+    klass: str | None = None
+    summary: str | None = None
+
+
+ALLOW = Decision(Verdict.ALLOW)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the server answered to one decided statement batch."""
+
+    statements: tuple[Statement, ...]
+    decision: Decision
+    elapsed_s: float
+    error_sqlstate: str | None
+
+
+class Decider(Protocol):
+    def decide(self, statement: Statement) -> Decision: ...
+
+    def observe(self, outcome: Outcome) -> None: ...
+
+
+class AllowAll:
+    """The pass-through decider: every statement is forwarded unchanged."""
+
+    def decide(self, statement: Statement) -> Decision:
+        return ALLOW
+
+    def observe(self, outcome: Outcome) -> None:
+        return None

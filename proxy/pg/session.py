@@ -1,0 +1,538 @@
+"""One client's PostgreSQL session: the state machine between client and server bytes.
+
+Sans-I/O (STYLE.md §1): the asyncio glue in `pg.server` feeds it bytes from
+either side and carries out what it leaves in `out_client`, `out_server` and
+`actions`. It owns the protocol phases (startup, TLS negotiation, relayed
+authentication, ready), the substitution of the proxy's own BackendKeyData,
+transaction status from ReadyForQuery, and the per-statement decision hook:
+a simple Query is decided on its own, an extended batch that carries a Parse
+is held until Sync or Flush and decided whole.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from sqlx.proxy.decision import (
+    ALLOW,
+    Decider,
+    Decision,
+    Outcome,
+    Path,
+    SessionFacts,
+    Statement,
+    Verdict,
+)
+from sqlx.proxy.pg import codec
+from sqlx.proxy.pg.codec import BE, FE, INSPECT, PASS, Auth, ProtocolViolation, TxStatus
+
+
+class State(enum.Enum):
+    AWAIT_STARTUP = "await_startup"
+    CONNECTING = "connecting"
+    AUTHENTICATING = "authenticating"
+    READY = "ready"
+    CLOSED = "closed"
+
+
+# Every legal move, as data (STYLE.md §2). Any state may move to CLOSED.
+TRANSITIONS: dict[tuple[State, str], State] = {
+    (State.AWAIT_STARTUP, "ssl_request"): State.AWAIT_STARTUP,
+    (State.AWAIT_STARTUP, "gssenc_request"): State.AWAIT_STARTUP,
+    (State.AWAIT_STARTUP, "startup"): State.CONNECTING,
+    (State.CONNECTING, "upstream_connected"): State.AUTHENTICATING,
+    (State.AUTHENTICATING, "ready_for_query"): State.READY,
+}
+
+
+class IllegalTransition(Exception):
+    def __init__(self, state: State, event: str) -> None:
+        super().__init__(f"event {event!r} is not legal in state {state.value}")
+
+
+# --- Actions the glue carries out (the rare ones; bytes go through out_*) ----
+
+
+@dataclass(frozen=True, slots=True)
+class ReplySSL:
+    """Answer an SSLRequest: 'S' and start TLS, or 'N'."""
+
+    accept: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectUpstream:
+    startup: bytes
+    facts: SessionFacts
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardCancel:
+    pid: int
+    secret: int
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """End the client connection after flushing `out_client`; the upstream closes too."""
+
+    reason: str
+
+
+Action = ReplySSL | ConnectUpstream | ForwardCancel | Close
+
+# Tag tables per phase: which messages stream through, which are read.
+_CLIENT_READY = codec.tag_table(
+    codec.FRONTEND_TAGS,
+    (FE.QUERY, FE.PARSE, FE.SYNC, FE.FLUSH, FE.FUNCTION_CALL, FE.TERMINATE),
+)
+# During authentication only password messages go to the server: anything
+# else is kept until the session is ready, so nothing bypasses the decider.
+_CLIENT_AUTH = codec.tag_table((FE.PASSWORD_MESSAGE,), codec.FRONTEND_TAGS - {FE.PASSWORD_MESSAGE})
+_SERVER_STARTUP = codec.tag_table((), (), unknown=INSPECT)
+_SERVER_READY = codec.tag_table((), (BE.READY_FOR_QUERY, BE.ERROR_RESPONSE), unknown=PASS)
+# Servers are trusted with PostgreSQL's own 1 GiB message limit, and a margin.
+_SERVER_MAX_MESSAGE = 0x7FFFFFFF
+
+_CHANNEL_BINDING_SUFFIX = "-PLUS"
+
+
+@dataclass(slots=True)
+class _InFlight:
+    """A decided batch waiting for its ReadyForQuery."""
+
+    rfq_index: int
+    statements: tuple[Statement, ...]
+    decision: Decision
+    started: float
+    error: str | None = None
+
+
+class PgSession:
+    """The state of one client connection and its upstream connection."""
+
+    def __init__(
+        self,
+        decider: Decider,
+        *,
+        key: tuple[int, int],
+        client_addr: str,
+        tls_available: bool,
+        max_message_bytes: int,
+        max_held_batch_bytes: int,
+    ) -> None:
+        self.decider = decider
+        self.key = key
+        self.client_addr = client_addr
+        self.tls_available = tls_available
+        self.tls = False
+        self.state = State.AWAIT_STARTUP
+        self.facts: SessionFacts | None = None
+        self.upstream_key: tuple[int, int] | None = None
+        self.tx_status = TxStatus.IDLE
+        self.server_params: dict[str, str] = {}
+        self._server_refused = False
+
+        self.out_client: list[bytes] = []
+        self.out_server: list[bytes] = []
+        self.actions: list[Action] = []
+
+        self._max_message = max_message_bytes
+        self._max_held = max_held_batch_bytes
+        self._startup = codec.StartupReader()
+        self._client = codec.MessageScanner(_CLIENT_AUTH, max_message_bytes)
+        self._server = codec.MessageScanner(_SERVER_STARTUP, _SERVER_MAX_MESSAGE)
+        self._early = b""  # client bytes that arrived before the session was ready
+
+        # Extended-protocol batch held for a decision: pieces, and which are Parse.
+        self._held: list[bytes] | None = None
+        self._held_parses: list[int] = []
+        self._held_size = 0
+        self._discard_until_sync = False
+
+        # ReadyForQuery bookkeeping: every forwarded Query, Sync and FunctionCall
+        # is answered by exactly one ReadyForQuery, in order.
+        self._rfq_expected = 0
+        self._rfq_seen = 0
+        self._inflight: deque[_InFlight] = deque()
+        # Replies the proxy makes itself wait behind the server's outstanding ones.
+        self._deferred: deque[tuple[int, bytes, bool]] = deque()
+
+    # --- state ---------------------------------------------------------------
+
+    def _move(self, event: str) -> None:
+        new = TRANSITIONS.get((self.state, event))
+        if new is None:
+            raise IllegalTransition(self.state, event)
+        self.state = new
+
+    def _close(self, reason: str) -> None:
+        if self.state is not State.CLOSED:
+            self.state = State.CLOSED
+            self.actions.append(Close(reason))
+
+    def fail(self, sqlstate: str, text: str) -> None:
+        """Send a FATAL error to the client and close it."""
+        if self.state is State.CLOSED:
+            return
+        self.out_client.append(codec.encode_error(sqlstate, text, fatal=True))
+        self._close(text)
+
+    @property
+    def idle(self) -> bool:
+        """No statement in flight, no transaction open: safe to close for a drain."""
+        return (
+            self.state is State.READY
+            and self._rfq_seen == self._rfq_expected
+            and self.tx_status == TxStatus.IDLE
+            and self._held is None
+            and not self._client.buffered
+        )
+
+    @property
+    def client_mid_message(self) -> bool:
+        return self._client.mid_message
+
+    # --- client → server -------------------------------------------------------
+
+    def receive_client(self, data: bytes) -> None:
+        try:
+            if self.state is State.READY:
+                self._client_ready(data)
+            elif self.state is State.AUTHENTICATING:
+                self._client_auth(data)
+            elif self.state is State.AWAIT_STARTUP:
+                self._client_startup(data)
+            elif self.state is State.CONNECTING:
+                self._early += data
+                if len(self._early) > self._max_message:
+                    raise ProtocolViolation("too much data before authentication completed")
+        except ProtocolViolation as exc:
+            self.fail(exc.sqlstate, str(exc))
+
+    def _client_startup(self, data: bytes) -> None:
+        packet, rest = self._startup.feed(data)
+        if packet is None:
+            return
+        first = codec.parse_first_packet(packet)
+        if isinstance(first, codec.SSLRequest):
+            # A man in the middle could inject plaintext behind the request and
+            # have it read as if it came over TLS (CVE-2021-23222): refuse it.
+            if rest:
+                raise ProtocolViolation("received unencrypted data after SSL request")
+            if self.tls:
+                raise ProtocolViolation("SSL request received on an encrypted connection")
+            self._move("ssl_request")
+            self.actions.append(ReplySSL(self.tls_available))
+            self.tls = self.tls_available
+        elif isinstance(first, codec.GSSENCRequest):
+            if rest:
+                raise ProtocolViolation("received unencrypted data after GSSAPI encryption request")
+            self._move("gssenc_request")
+            self.out_client.append(b"N")
+            if rest:
+                self._client_startup(rest)
+        elif isinstance(first, codec.CancelRequest):
+            self.actions.append(ForwardCancel(first.pid, first.secret))
+            self._close("cancel request")
+        else:
+            self._startup_message(first, rest)
+
+    def _startup_message(self, startup: codec.StartupMessage, rest: bytes) -> None:
+        params = dict(startup.params)
+        if startup.minor > 0:
+            # The proxy speaks 3.0 to the server (4-byte cancel keys); tell the
+            # client so, and which protocol options it did not take.
+            options = [k for k in params if k.startswith("_pq_.")]
+            for k in options:
+                del params[k]
+            self.out_client.append(codec.encode_negotiate_protocol_version(0, options))
+        user = params.get("user", "")
+        self.facts = SessionFacts(
+            user=user,
+            database=params.get("database") or user,
+            application_name=params.get("application_name", ""),
+            client_addr=self.client_addr,
+            tls=self.tls,
+        )
+        self._early = rest
+        self._move("startup")
+        self.actions.append(ConnectUpstream(codec.encode_startup(params), self.facts))
+
+    def upstream_connected(self) -> None:
+        """The glue reached the server and sent it the startup packet."""
+        self._move("upstream_connected")
+        early, self._early = self._early, b""
+        if early:
+            self.receive_client(early)
+
+    def _client_auth(self, data: bytes) -> None:
+        if self._early:
+            self._early += data
+            return
+        consumed, items = self._client.feed(data)
+        for tag, start, _end in items:
+            if tag == FE.TERMINATE:
+                self._close("client terminated during authentication")
+                return
+            # Kept whole (with what follows) until the session is ready.
+            if start:
+                self.out_server.append(consumed[:start])
+            self._early = consumed[start:] + self._client.take_buffer()
+            return
+        if consumed:
+            self.out_server.append(consumed)
+
+    def _client_ready(self, data: bytes) -> None:
+        consumed, items = self._client.feed(data)
+        if not items and self._held is None and not self._discard_until_sync:
+            if consumed:
+                self.out_server.append(consumed)
+            return
+        cursor = 0
+        for tag, start, end in items:
+            if self._discard_until_sync:
+                cursor = end
+                if tag == FE.SYNC:
+                    self._discard_until_sync = False
+                    self._reply(b"", with_ready=True)
+                continue
+            if self._held is not None:
+                if tag == FE.PARSE:
+                    self._hold(consumed[cursor:start])
+                    self._held_parses.append(len(self._held))
+                    self._hold(consumed[start:end])
+                    cursor = end
+                    continue
+                if tag in (FE.SYNC, FE.FLUSH):
+                    self._hold(consumed[cursor:end])
+                    cursor = end
+                    self._release(sync=tag == FE.SYNC)
+                    continue
+                # A Query, FunctionCall or Terminate ends the batch implicitly.
+                self._hold(consumed[cursor:start])
+                cursor = start
+                self._release(sync=False)
+                if self._discard_until_sync:
+                    cursor = end
+                    continue
+            if tag == FE.QUERY:
+                cursor = self._simple_query(consumed, cursor, start, end)
+            elif tag == FE.PARSE:
+                if cursor < start:
+                    self.out_server.append(consumed[cursor:start])
+                self._held = []
+                self._held_parses = [0]
+                self._held_size = 0
+                self._hold(consumed[start:end])
+                cursor = end
+            elif tag == FE.SYNC or tag == FE.FUNCTION_CALL:
+                self._rfq_expected += 1
+            elif tag == FE.TERMINATE:
+                self.out_server.append(consumed[cursor:end])
+                cursor = end
+                self._close("client terminated")
+                return
+        rest = consumed[cursor:]
+        if not rest:
+            return
+        if self._discard_until_sync:
+            return
+        if self._held is not None:
+            self._hold(rest)
+            if self._held_size > self._max_held:
+                self._release(sync=False)
+        else:
+            self.out_server.append(rest)
+
+    def _simple_query(self, consumed: bytes, cursor: int, start: int, end: int) -> int:
+        message = consumed[start:end]
+        statement = Statement(
+            codec.read_query(message), Path.SIMPLE, self.facts, self._in_transaction
+        )  # type: ignore[arg-type]
+        decision = self.decider.decide(statement)
+        if decision.verdict is not Verdict.DENY:
+            self._rfq_expected += 1
+            if decision is not ALLOW:
+                self._track(decision, (statement,), self._rfq_expected)
+        if decision.verdict is Verdict.ALLOW:
+            return cursor
+        if cursor < start:
+            self.out_server.append(consumed[cursor:start])
+        if decision.verdict is Verdict.REWRITE:
+            self.out_server.append(codec.encode_query(decision.sql or ""))
+        else:
+            self._deny(decision, with_ready=True, statements=(statement,))
+        return end
+
+    @property
+    def _in_transaction(self) -> bool:
+        return self.tx_status != TxStatus.IDLE
+
+    def _hold(self, piece: bytes) -> None:
+        if piece:
+            self._held.append(piece)  # type: ignore[union-attr]
+            self._held_size += len(piece)
+
+    def _release(self, *, sync: bool) -> None:
+        """Decide the held batch as a whole, then forward it, rewritten, or not at all."""
+        held, parses = self._held or [], self._held_parses
+        self._held, self._held_parses, self._held_size = None, [], 0
+        statements: list[Statement] = []
+        decisions: list[Decision] = []
+        in_tx = self._in_transaction
+        for index in parses:
+            parse = codec.read_parse(held[index])
+            statement = Statement(parse.query, Path.EXTENDED, self.facts, in_tx)  # type: ignore[arg-type]
+            decision = self.decider.decide(statement)
+            statements.append(statement)
+            decisions.append(decision)
+            if decision.verdict is Verdict.REWRITE:
+                held[index] = codec.encode_parse(parse, decision.sql or "")
+        denied = next((d for d in decisions if d.verdict is Verdict.DENY), None)
+        if denied is not None:
+            # Nothing of a denied batch reaches the server.
+            self._deny(denied, with_ready=sync, statements=tuple(statements))
+            if not sync:
+                self._discard_until_sync = True
+            return
+        if sync:
+            self._rfq_expected += 1
+        decision = next((d for d in decisions if d is not ALLOW), ALLOW)
+        if decision is not ALLOW:
+            # Without a Sync the batch completes at the client's next one.
+            self._track(decision, tuple(statements), self._rfq_expected + (0 if sync else 1))
+        self.out_server.extend(held)
+
+    def _track(self, decision: Decision, statements: tuple[Statement, ...], rfq_index: int) -> None:
+        self._inflight.append(_InFlight(rfq_index, statements, decision, time.perf_counter()))
+
+    def _deny(
+        self,
+        decision: Decision,
+        *,
+        with_ready: bool,
+        statements: tuple[Statement, ...] = (),
+    ) -> None:
+        text = decision.reason or "statement denied by policy"
+        self._reply(codec.encode_error(decision.sqlstate, text), with_ready=with_ready)
+        self.decider.observe(Outcome(statements, decision, 0.0, decision.sqlstate))
+
+    def _reply(self, payload: bytes, *, with_ready: bool) -> None:
+        """Answer the client directly, in order behind what the server still owes it."""
+        if self._rfq_seen >= self._rfq_expected:
+            self.out_client.append(payload)
+            if with_ready:
+                self.out_client.append(codec.encode_ready_for_query(self.tx_status))
+        else:
+            self._deferred.append((self._rfq_expected, payload, with_ready))
+
+    # --- server → client -------------------------------------------------------
+
+    def receive_server(self, data: bytes) -> None:
+        try:
+            if self.state is State.READY:
+                self._server_ready(data)
+            elif self.state is State.AUTHENTICATING:
+                self._server_startup(data)
+            # In any other state the server has nothing to say to the client.
+        except ProtocolViolation as exc:
+            self.fail("08P01", f"invalid message from server: {exc}")
+
+    def _server_startup(self, data: bytes) -> None:
+        consumed, items = self._server.feed(data)
+        cursor = 0
+        for tag, start, end in items:
+            if tag == BE.AUTHENTICATION:
+                msg = consumed[start:end]
+                if codec.read_auth_code(msg) == Auth.SASL:
+                    # Channel binding ties SCRAM to one TLS session; the client's
+                    # and the server's are different sessions, so never offer it.
+                    mechanisms = [
+                        m
+                        for m in codec.read_sasl_mechanisms(msg)
+                        if not m.endswith(_CHANNEL_BINDING_SUFFIX)
+                    ]
+                    self.out_client.append(consumed[cursor:start])
+                    self.out_client.append(codec.encode_sasl_mechanisms(mechanisms))
+                    cursor = end
+            elif tag == BE.BACKEND_KEY_DATA:
+                self.upstream_key = codec.read_backend_key(consumed[start:end])
+                self.out_client.append(consumed[cursor:start])
+                self.out_client.append(codec.encode_backend_key(*self.key))
+                cursor = end
+            elif tag == BE.PARAMETER_STATUS:
+                name, value = codec.read_parameter_status(consumed[start:end])
+                self.server_params[name] = value
+            elif tag == BE.ERROR_RESPONSE:
+                # The server explains its refusal itself; do not add to it.
+                self._server_refused = True
+            elif tag == BE.READY_FOR_QUERY:
+                self.out_client.append(consumed[cursor:end])
+                cursor = end
+                self.tx_status = codec.read_ready_status(consumed[start:end])
+                self._move("ready_for_query")
+                self._client.table = _CLIENT_READY
+                self._server.table = _SERVER_READY
+                rest = consumed[end:] + self._server.take_buffer()
+                early, self._early = self._early, b""
+                if rest:
+                    self._server_ready(rest)
+                if early:
+                    self.receive_client(early)
+                return
+        if cursor < len(consumed):
+            self.out_client.append(consumed[cursor:])
+
+    def _server_ready(self, data: bytes) -> None:
+        consumed, items = self._server.feed(data)
+        if not items:
+            if consumed:
+                self.out_client.append(consumed)
+            return
+        cursor = 0
+        for tag, start, end in items:
+            if tag == BE.READY_FOR_QUERY:
+                self.tx_status = consumed[start + 5]
+                self._rfq_seen += 1
+                if self._inflight and self._inflight[0].rfq_index <= self._rfq_seen:
+                    self._observe(self._inflight.popleft())
+                if self._deferred and self._deferred[0][0] <= self._rfq_seen:
+                    self.out_client.append(consumed[cursor:end])
+                    cursor = end
+                    while self._deferred and self._deferred[0][0] <= self._rfq_seen:
+                        _, payload, with_ready = self._deferred.popleft()
+                        self.out_client.append(payload)
+                        if with_ready:
+                            self.out_client.append(codec.encode_ready_for_query(self.tx_status))
+            elif self._inflight and self._inflight[0].error is None:
+                fields = codec.read_error_fields(consumed[start:end])
+                self._inflight[0].error = fields.get("C", "XX000")
+        if cursor < len(consumed):
+            self.out_client.append(consumed[cursor:] if cursor else consumed)
+
+    def _observe(self, flight: _InFlight) -> None:
+        elapsed = time.perf_counter() - flight.started
+        self.decider.observe(Outcome(flight.statements, flight.decision, elapsed, flight.error))
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    def server_lost(self) -> None:
+        if self._server_refused and self.state is State.AUTHENTICATING:
+            self._close("server refused the session")
+        elif self.state in (State.AUTHENTICATING, State.READY):
+            self.fail("08006", "server closed the connection unexpectedly")
+        else:
+            self._close("server closed the connection")
+
+    def upstream_failed(self, text: str) -> None:
+        self.fail("08001", text)
+
+    def terminate_upstream(self) -> bytes | None:
+        """A Terminate for the server, if the stream is between messages."""
+        if self.state is State.READY and not self.client_mid_message and self._held is None:
+            return codec.TERMINATE
+        return None
