@@ -424,7 +424,8 @@ class PgSession:
     def _reply(self, payload: bytes, *, with_ready: bool) -> None:
         """Answer the client directly, in order behind what the server still owes it."""
         if self._rfq_seen >= self._rfq_expected:
-            self.out_client.append(payload)
+            if payload:
+                self.out_client.append(payload)
             if with_ready:
                 self.out_client.append(codec.encode_ready_for_query(self.tx_status))
         else:
@@ -505,7 +506,8 @@ class PgSession:
                     cursor = end
                     while self._deferred and self._deferred[0][0] <= self._rfq_seen:
                         _, payload, with_ready = self._deferred.popleft()
-                        self.out_client.append(payload)
+                        if payload:
+                            self.out_client.append(payload)
                         if with_ready:
                             self.out_client.append(codec.encode_ready_for_query(self.tx_status))
             elif self._inflight and self._inflight[0].error is None:
