@@ -137,12 +137,22 @@ class LocalCluster:
         if self.account is not None:
             os.chown(path, self.account.pw_uid, self.account.pw_gid)
 
+    def _make_reachable(self) -> None:
+        """Let the server account traverse (not list) the folders above its data dir."""
+        if self.account is None:
+            return
+        for parent in self.datadir.parents:
+            mode = parent.stat().st_mode
+            if not mode & 0o001:
+                parent.chmod(mode | 0o001)
+
     def init(self) -> None:
         """initdb once; later calls reuse the existing cluster."""
         if (self.datadir / "PG_VERSION").exists():
             return
         self.datadir.mkdir(parents=True, exist_ok=True)
         self.datadir.chmod(0o700)
+        self._make_reachable()
         self._own(self.datadir)
         try:
             self._run(

@@ -43,7 +43,7 @@ def test_psql_multi_statement_query_string(proxy: ProxyProcess) -> None:
 
 def test_psql_copy_in_and_out(proxy: ProxyProcess, tmp_path: Path) -> None:
     src = tmp_path / "in.csv"
-    src.write_text("".join(f"{i},name {i},\"quoted, {i}\"\n" for i in range(5000)))
+    src.write_text("".join(f'{i},name {i},"quoted, {i}"\n' for i in range(5000)))
     dst = tmp_path / "out.csv"
     psql(proxy, "-c", "create table t_copy (id int, name text, note text)")
     try:

@@ -192,4 +192,4 @@ def test_sans_io_modules_import_no_io() -> None:
 def test_tag_tables() -> None:
     table = codec.tag_table([FE.BIND], [FE.QUERY])
     assert table[FE.BIND] == PASS and table[FE.QUERY] == INSPECT and table[ord("z")] == 0
-    assert BE.READY_FOR_QUERY == ord("Z")
+    assert ord("Z") == BE.READY_FOR_QUERY
