@@ -78,7 +78,7 @@ def test_tls_md5_and_large_result(tls_proxy: ProxyProcess) -> None:
 
 
 def test_proxy_without_tls_answers_n(owned_proxy: ProxyProcess) -> None:
-    with pytest.raises(psycopg.OperationalError, match="does not support SSL|SSL"):
+    with pytest.raises(psycopg.OperationalError, match=r"SSL"):
         psycopg.connect(_dsn(owned_proxy, "scram_user", PASSWORDS["scram_user"],
                              sslmode="require"))  # fmt: skip
 

@@ -104,7 +104,7 @@ def test_startup_special_requests() -> None:
 
 def test_unsupported_protocol_version_is_a_violation() -> None:
     packet = struct.pack("!II", 9, 2 << 16) + b"\x00"
-    with pytest.raises(ProtocolViolation, match="unsupported frontend protocol 2.0"):
+    with pytest.raises(ProtocolViolation, match=r"unsupported frontend protocol 2\.0"):
         codec.parse_first_packet(packet)
 
 
