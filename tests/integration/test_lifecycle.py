@@ -67,9 +67,11 @@ def test_sighup_rejects_a_bad_config_and_keeps_serving(pg: PgServer, tmp_path) -
             _wait_log(p, "config reloaded")
             assert conn.execute("select 'still'").fetchone() == ("still",)
         # The new limit holds for connections made after the reload.
-        with psycopg.connect(p.dsn(), autocommit=True) as conn:
-            with pytest.raises(psycopg.OperationalError, match="over the limit of 2048"):
-                conn.execute("select %s::text", ("x" * 5000,))
+        with (
+            psycopg.connect(p.dsn(), autocommit=True) as conn,
+            pytest.raises(psycopg.OperationalError, match="over the limit of 2048"),
+        ):
+            conn.execute("select %s::text", ("x" * 5000,))
     finally:
         p.stop()
 
