@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from sqlx.config import Config, ConfigError, load_config
 from sqlx.proxy.decision import AllowAll
 from sqlx.proxy.embedded import ClusterError, LocalCluster
 from sqlx.proxy.http import HttpServer
-from sqlx.proxy.pg.server import PgProxy
+from sqlx.proxy.pg.server import PgProxy, server_tls_context
 from sqlx.proxy.pg.upstream import UpstreamTarget, parse_dsn
 
 log = structlog.get_logger("sqlx")
@@ -79,13 +80,15 @@ class ProxyApp:
         try:
             config = load_config(self.args.config, _overrides(self.args))
             target = parse_dsn(config.upstream.dsn) if config.upstream.dsn else self.proxy.target
-        except (ConfigError, ValueError) as exc:
+            # Build the TLS context now: a missing or bad certificate rejects the reload.
+            tls = server_tls_context(config)
+        except (ConfigError, ValueError, OSError, ssl.SSLError) as exc:
             log.error("config reload rejected; keeping the running config", error=str(exc))
             return
         if config.proxy.listen != self.config.proxy.listen:
             log.warning("proxy.listen changes take effect on restart", listen=config.proxy.listen)
         self.config = config
-        self.proxy.reconfigure(config, target)
+        self.proxy.reconfigure(config, target, tls)
         log.info("config reloaded", upstream=target.describe())
 
     async def run(self) -> int:
@@ -96,7 +99,11 @@ class ProxyApp:
         except (ClusterError, ValueError) as exc:
             log.error("no upstream", error=str(exc))
             return 1
-        self.proxy = PgProxy(config, target, AllowAll())
+        try:
+            self.proxy = PgProxy(config, target, AllowAll())
+        except (OSError, ssl.SSLError) as exc:
+            log.error("cannot load the TLS certificate", error=str(exc))
+            return 1
         host, port = _split(config.proxy.listen)
         try:
             port = await self.proxy.start(host, port)

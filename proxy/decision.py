@@ -40,10 +40,14 @@ class SessionFacts:
 
 @dataclass(frozen=True, slots=True)
 class Statement:
+    """One statement to decide. A FunctionCall message has no SQL text: its
+    `sql` is empty and `function_oid` names the function."""
+
     sql: str
     path: Path
     facts: SessionFacts
     in_transaction: bool
+    function_oid: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

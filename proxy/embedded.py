@@ -63,6 +63,11 @@ def find_pg_bin() -> Path:
     )
 
 
+def client_binary(name: str) -> str:
+    """psql or pgbench: from PATH, else beside the server binaries."""
+    return shutil.which(name) or str(find_pg_bin() / name)
+
+
 def _has_server(path: Path) -> bool:
     return all((path / name).exists() for name in ("initdb", "pg_ctl", "postgres"))
 
@@ -166,6 +171,15 @@ class LocalCluster:
         hba.write_text("\n".join(lines) + "\n")
         self._own(hba)
 
+    def add_file(self, name: str, content: bytes, mode: int = 0o600) -> Path:
+        """Place a file (a TLS key, say) in the data dir, owned by the server account."""
+        self.init()
+        path = self.datadir / name
+        path.write_bytes(content)
+        path.chmod(mode)
+        self._own(path)
+        return path
+
     def start(self) -> None:
         self.init()
         options = {
@@ -197,7 +211,7 @@ class LocalCluster:
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run SQL as the superuser over the local socket (set-up only)."""
-        psql = shutil.which("psql") or str(self.bindir / "psql")
+        psql = client_binary("psql")
         out = subprocess.run(
             [psql, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
              "-h", str(self.socket_dir), "-p", str(self.port), "-U", self.superuser,

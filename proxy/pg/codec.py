@@ -142,33 +142,48 @@ class MessageScanner:
     whole messages inside it whose tag the table marks INSPECT. A message of a
     PASS tag that has not fully arrived is still released as it streams in
     (a 100 MB CopyData is never held whole); an incomplete header or an
-    incomplete inspected message is kept until more bytes come.
+    incomplete inspected message is kept until more bytes come. `last_tag` is
+    the tag of the last message whose header has been read.
     """
 
-    __slots__ = ("_buf", "_max", "_skip", "table")
+    __slots__ = ("_buf", "_need", "_parts", "_size", "_skip", "last_tag", "max_length", "table")
 
     def __init__(self, table: bytes, max_length: int) -> None:
         self.table = table
-        self._max = max_length
+        self.max_length = max_length
         self._buf = b""
         self._skip = 0
+        # A large inspected message arriving in pieces is collected in a list and
+        # joined once: re-concatenating per chunk would cost quadratic copying.
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._need = 0
+        self.last_tag = 0
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        return len(self._buf) + self._size
 
     @property
     def mid_message(self) -> bool:
         """Part of a message has been seen or released but not all of it."""
-        return bool(self._buf) or self._skip > 0
+        return bool(self._buf) or self._skip > 0 or self._size > 0
 
     def take_buffer(self) -> bytes:
         """Hand back the unconsumed bytes (for re-scanning under another table)."""
-        rest, self._buf = self._buf, b""
+        rest = b"".join([self._buf, *self._parts])
+        self._buf, self._parts, self._size, self._need = b"", [], 0, 0
         return rest
 
     def feed(self, data: bytes) -> tuple[bytes, list[tuple[int, int, int]]]:
-        if self._buf:
+        if self._need:
+            self._parts.append(data)
+            self._size += len(data)
+            if self._size < self._need:
+                return b"", []
+            data = b"".join(self._parts)
+            self._parts, self._size, self._need = [], 0, 0
+        elif self._buf:
             data = self._buf + data
             self._buf = b""
         n = len(data)
@@ -181,8 +196,9 @@ class MessageScanner:
             self._skip = 0
         inspected: list[tuple[int, int, int]] = []
         table = self.table
-        limit = self._max
+        limit = self.max_length
         from_bytes = int.from_bytes
+        tag = self.last_tag
         while pos + 5 <= n:
             tag = data[pos]
             length = from_bytes(data[pos + 1 : pos + 5], "big")
@@ -199,11 +215,14 @@ class MessageScanner:
                 if length < 4 or length > limit:
                     raise _bad_length(tag, length, limit)
                 if end > n:
-                    break
+                    self._parts, self._size, self._need = [data[pos:]], n - pos, end - pos
+                    self.last_tag = tag
+                    return data[:pos], inspected
                 inspected.append((tag, pos, end))
             else:
                 raise ProtocolViolation(f"invalid message type {_show_tag(tag)}")
             pos = end
+        self.last_tag = tag
         if pos < n:
             self._buf = data[pos:]
             return data[:pos], inspected
@@ -423,6 +442,12 @@ def encode_error(
     return message(BE.ERROR_RESPONSE, payload + b"\x00")
 
 
+def encode_error_fields(fields: Mapping[str, str]) -> bytes:
+    """An ErrorResponse from decoded fields (to amend a server's error)."""
+    payload = b"".join(code.encode() + _cstr(value) for code, value in fields.items())
+    return message(BE.ERROR_RESPONSE, payload + b"\x00")
+
+
 def encode_ready_for_query(status: int) -> bytes:
     return message(BE.READY_FOR_QUERY, bytes((status,)))
 
@@ -437,6 +462,10 @@ def encode_query(sql: str) -> bytes:
 
 def encode_parse(parse: Parse, query: str) -> bytes:
     return message(FE.PARSE, _cstr(parse.name) + _cstr(query) + parse.param_types)
+
+
+def encode_unnamed_parse(query: str) -> bytes:
+    return message(FE.PARSE, b"\x00" + _cstr(query) + b"\x00\x00")
 
 
 def encode_sasl_mechanisms(mechanisms: Iterable[str]) -> bytes:

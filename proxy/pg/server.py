@@ -12,20 +12,20 @@ import asyncio
 import contextlib
 import secrets
 import ssl
-from collections.abc import Callable
 
 import structlog
 
 from sqlx.config import Config
 from sqlx.proxy.decision import Decider
 from sqlx.proxy.errors import UpstreamUnavailable
-from sqlx.proxy.pg import codec, upstream
+from sqlx.proxy.pg import upstream
 from sqlx.proxy.pg.session import (
     Close,
     ConnectUpstream,
     ForwardCancel,
     PgSession,
     ReplySSL,
+    State,
 )
 from sqlx.proxy.pg.upstream import UpstreamProtocol, UpstreamTarget
 
@@ -51,7 +51,11 @@ class ClientConnection(asyncio.Protocol):
         self.upstream: asyncio.Transport | None = None
         self.session: PgSession
         self.closed = False
+        self.target: UpstreamTarget | None = None  # where this client's upstream went
         self._upstream_reading_paused = False
+        # Client bytes that arrive while TLS is being set up wait here, so nothing
+        # is answered on the plaintext transport after 'S' went out.
+        self._tls_backlog: list[bytes] | None = None
 
     # --- client side ------------------------------------------------------------
 
@@ -70,6 +74,9 @@ class ClientConnection(asyncio.Protocol):
         )
 
     def data_received(self, data: bytes) -> None:
+        if self._tls_backlog is not None:
+            self._tls_backlog.append(data)
+            return
         session = self.session
         session.receive_client(data)
         if session.out_server:
@@ -110,6 +117,10 @@ class ClientConnection(asyncio.Protocol):
     def server_data(self, data: bytes) -> None:
         session = self.session
         session.receive_server(data)
+        if session.out_server:
+            # Client bytes held during authentication go out once it completes.
+            self.upstream.writelines(session.out_server)  # type: ignore[union-attr]
+            session.out_server.clear()
         if session.out_client:
             self.transport.writelines(session.out_client)  # type: ignore[union-attr]
             session.out_client.clear()
@@ -196,7 +207,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport = tls  # type: ignore[assignment]
 
     async def _connect(self, action: ConnectUpstream) -> None:
-        target = self.proxy.target
+        target = self.target = self.proxy.target
         try:
             transport, _ = await upstream.open_connection(
                 target,
@@ -210,7 +221,7 @@ class ClientConnection(asyncio.Protocol):
             )
             self._act()
             return
-        if self.closed:
+        if self.closed or self.session.state is State.CLOSED:
             transport.close()
             return
         self.upstream = transport
@@ -236,9 +247,10 @@ class PgProxy:
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def reconfigure(self, config: Config, target: UpstreamTarget) -> None:
+    def reconfigure(
+        self, config: Config, target: UpstreamTarget, tls: ssl.SSLContext | None
+    ) -> None:
         """Take a new snapshot; it applies to connections made from now on."""
-        tls = server_tls_context(config)
         self.config, self.target, self.tls_context = config, target, tls
 
     async def start(self, host: str, port: int) -> int:
@@ -277,12 +289,12 @@ class PgProxy:
         ):
             log.info("cancel request with unknown key ignored")
             return
-        real = conn.session.upstream_key
-        if real is None:
+        real, target = conn.session.upstream_key, conn.target
+        if real is None or target is None:
             return
         try:
             await upstream.send_cancel(
-                self.target, real[0], real[1], self.config.proxy.connect_timeout_s
+                target, real[0], real[1], self.config.proxy.connect_timeout_s
             )
         except (OSError, TimeoutError) as exc:
             log.warning("cancel could not reach upstream", error=str(exc))
@@ -308,7 +320,3 @@ class PgProxy:
             task.cancel()
         with contextlib.suppress(Exception):
             await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-ClientFactory = Callable[[], ClientConnection]
-__all__ = ["ClientConnection", "PgProxy", "codec"]

@@ -6,12 +6,21 @@ either side and carries out what it leaves in `out_client`, `out_server` and
 authentication, ready), the substitution of the proxy's own BackendKeyData,
 transaction status from ReadyForQuery, and the per-statement decision hook:
 a simple Query is decided on its own, an extended batch that carries a Parse
-is held until Sync or Flush and decided whole.
+is held until Sync or Flush and decided whole, a FunctionCall is decided by
+its function OID.
+
+A denial is never answered by the proxy itself. The denied Query, Parse batch
+or FunctionCall is replaced by a marker statement that fails to parse on the
+server, and the server's error for it is swapped for the denial. So the client
+sees the error in order behind everything the server still owes it, the
+server skips to the next Sync and aborts an open transaction exactly as it
+would for any error, and nothing of the denied statement reaches the server.
 """
 
 from __future__ import annotations
 
 import enum
+import secrets
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -87,17 +96,31 @@ Action = ReplySSL | ConnectUpstream | ForwardCancel | Close
 # Tag tables per phase: which messages stream through, which are read.
 _CLIENT_READY = codec.tag_table(
     codec.FRONTEND_TAGS,
-    (FE.QUERY, FE.PARSE, FE.SYNC, FE.FLUSH, FE.FUNCTION_CALL, FE.TERMINATE),
-)
+    (FE.QUERY, FE.PARSE, FE.SYNC, FE.FLUSH, FE.FUNCTION_CALL, FE.TERMINATE,
+     FE.COPY_DONE, FE.COPY_FAIL),
+)  # fmt: skip
 # During authentication only password messages go to the server: anything
 # else is kept until the session is ready, so nothing bypasses the decider.
 _CLIENT_AUTH = codec.tag_table((FE.PASSWORD_MESSAGE,), codec.FRONTEND_TAGS - {FE.PASSWORD_MESSAGE})
 _SERVER_STARTUP = codec.tag_table((), (), unknown=INSPECT)
-_SERVER_READY = codec.tag_table((), (BE.READY_FOR_QUERY, BE.ERROR_RESPONSE), unknown=PASS)
+_SERVER_READY = codec.tag_table(
+    (), (BE.READY_FOR_QUERY, BE.ERROR_RESPONSE, BE.COPY_IN_RESPONSE, BE.COPY_BOTH_RESPONSE),
+    unknown=PASS,
+)  # fmt: skip
 # Servers are trusted with PostgreSQL's own 1 GiB message limit, and a margin.
 _SERVER_MAX_MESSAGE = 0x7FFFFFFF
+# Before authentication completes, a client gets no more than this buffered:
+# the server itself caps authentication tokens at 64 KiB.
+_PRE_AUTH_LIMIT = 1 << 20
+# Client messages after which nothing is in flight without a ReadyForQuery to come.
+_BATCH_CLOSERS = frozenset((FE.QUERY, FE.SYNC, FE.FUNCTION_CALL, FE.COPY_DONE, FE.COPY_FAIL))
 
 _CHANNEL_BINDING_SUFFIX = "-PLUS"
+_CHANNEL_BINDING_HINT = (
+    "sqlx-os relays SCRAM without channel binding, and this server uses TLS towards the "
+    "proxy: set channel_binding=disable in the client, or sslmode=disable for the "
+    "proxy's upstream."
+)
 
 
 @dataclass(slots=True)
@@ -134,7 +157,6 @@ class PgSession:
         self.upstream_key: tuple[int, int] | None = None
         self.tx_status = TxStatus.IDLE
         self.server_params: dict[str, str] = {}
-        self._server_refused = False
 
         self.out_client: list[bytes] = []
         self.out_server: list[bytes] = []
@@ -143,23 +165,31 @@ class PgSession:
         self._max_message = max_message_bytes
         self._max_held = max_held_batch_bytes
         self._startup = codec.StartupReader()
-        self._client = codec.MessageScanner(_CLIENT_AUTH, max_message_bytes)
+        self._client = codec.MessageScanner(_CLIENT_AUTH, min(max_message_bytes, _PRE_AUTH_LIMIT))
         self._server = codec.MessageScanner(_SERVER_STARTUP, _SERVER_MAX_MESSAGE)
         self._early = b""  # client bytes that arrived before the session was ready
+        self._server_refused = False
 
         # Extended-protocol batch held for a decision: pieces, and which are Parse.
         self._held: list[bytes] | None = None
         self._held_parses: list[int] = []
         self._held_size = 0
-        self._discard_until_sync = False
 
-        # ReadyForQuery bookkeeping: every forwarded Query, Sync and FunctionCall
-        # is answered by exactly one ReadyForQuery, in order.
+        # ReadyForQuery bookkeeping: every Query, Sync and FunctionCall the server
+        # acts on is answered by exactly one ReadyForQuery, in order. The server
+        # ignores Syncs during COPY IN and skips messages after an extended-protocol
+        # error until Sync; both are mirrored so the counts stay in step.
         self._rfq_expected = 0
         self._rfq_seen = 0
+        self._last_sync_point = 0
+        self._copy_in = False
+        self._server_skipping = False
+        self._open_batch = False
         self._inflight: deque[_InFlight] = deque()
-        # Replies the proxy makes itself wait behind the server's outstanding ones.
-        self._deferred: deque[tuple[int, bytes, bool]] = deque()
+        # Denials in flight: marker token -> the decision whose error replaces the server's.
+        self._denials: dict[str, Decision] = {}
+        self._deny_prefix = f"sqlx_denied_{secrets.token_hex(6)}_"
+        self._deny_seq = 0
 
     # --- state ---------------------------------------------------------------
 
@@ -186,10 +216,11 @@ class PgSession:
         """No statement in flight, no transaction open: safe to close for a drain."""
         return (
             self.state is State.READY
-            and self._rfq_seen == self._rfq_expected
+            and self._rfq_seen >= self._rfq_expected
             and self.tx_status == TxStatus.IDLE
             and self._held is None
-            and not self._client.buffered
+            and not self._open_batch
+            and not self._client.mid_message
         )
 
     @property
@@ -207,11 +238,14 @@ class PgSession:
             elif self.state is State.AWAIT_STARTUP:
                 self._client_startup(data)
             elif self.state is State.CONNECTING:
-                self._early += data
-                if len(self._early) > self._max_message:
-                    raise ProtocolViolation("too much data before authentication completed")
+                self._keep_early(data)
         except ProtocolViolation as exc:
             self.fail(exc.sqlstate, str(exc))
+
+    def _keep_early(self, data: bytes) -> None:
+        self._early += data
+        if len(self._early) > _PRE_AUTH_LIMIT:
+            raise ProtocolViolation("too much data before authentication completed")
 
     def _client_startup(self, data: bytes) -> None:
         packet, rest = self._startup.feed(data)
@@ -233,8 +267,6 @@ class PgSession:
                 raise ProtocolViolation("received unencrypted data after GSSAPI encryption request")
             self._move("gssenc_request")
             self.out_client.append(b"N")
-            if rest:
-                self._client_startup(rest)
         elif isinstance(first, codec.CancelRequest):
             self.actions.append(ForwardCancel(first.pid, first.secret))
             self._close("cancel request")
@@ -258,8 +290,8 @@ class PgSession:
             client_addr=self.client_addr,
             tls=self.tls,
         )
-        self._early = rest
         self._move("startup")
+        self._keep_early(rest)
         self.actions.append(ConnectUpstream(codec.encode_startup(params), self.facts))
 
     def upstream_connected(self) -> None:
@@ -271,7 +303,7 @@ class PgSession:
 
     def _client_auth(self, data: bytes) -> None:
         if self._early:
-            self._early += data
+            self._keep_early(data)
             return
         consumed, items = self._client.feed(data)
         for tag, start, _end in items:
@@ -281,25 +313,21 @@ class PgSession:
             # Kept whole (with what follows) until the session is ready.
             if start:
                 self.out_server.append(consumed[:start])
-            self._early = consumed[start:] + self._client.take_buffer()
+            self._keep_early(consumed[start:] + self._client.take_buffer())
             return
         if consumed:
             self.out_server.append(consumed)
 
     def _client_ready(self, data: bytes) -> None:
-        consumed, items = self._client.feed(data)
-        if not items and self._held is None and not self._discard_until_sync:
+        scanner = self._client
+        consumed, items = scanner.feed(data)
+        if not items and self._held is None:
             if consumed:
                 self.out_server.append(consumed)
+                self._open_batch = scanner.last_tag not in _BATCH_CLOSERS
             return
         cursor = 0
         for tag, start, end in items:
-            if self._discard_until_sync:
-                cursor = end
-                if tag == FE.SYNC:
-                    self._discard_until_sync = False
-                    self._reply(b"", with_ready=True)
-                continue
             if self._held is not None:
                 if tag == FE.PARSE:
                     self._hold(consumed[cursor:start])
@@ -307,18 +335,15 @@ class PgSession:
                     self._hold(consumed[start:end])
                     cursor = end
                     continue
-                if tag in (FE.SYNC, FE.FLUSH):
-                    self._hold(consumed[cursor:end])
+                if tag == FE.SYNC or tag == FE.FLUSH:
+                    self._hold(consumed[cursor:start])
                     cursor = end
-                    self._release(sync=tag == FE.SYNC)
+                    self._release(tag)
                     continue
-                # A Query, FunctionCall or Terminate ends the batch implicitly.
+                # Anything else that is read ends the held batch implicitly.
                 self._hold(consumed[cursor:start])
                 cursor = start
-                self._release(sync=False)
-                if self._discard_until_sync:
-                    cursor = end
-                    continue
+                self._release(None)
             if tag == FE.QUERY:
                 cursor = self._simple_query(consumed, cursor, start, end)
             elif tag == FE.PARSE:
@@ -329,64 +354,83 @@ class PgSession:
                 self._held_size = 0
                 self._hold(consumed[start:end])
                 cursor = end
-            elif tag == FE.SYNC or tag == FE.FUNCTION_CALL:
-                self._rfq_expected += 1
+            elif tag == FE.SYNC:
+                self._server_skipping = False
+                if not self._copy_in:  # the server ignores Sync during COPY IN
+                    self._sync_point(FE.SYNC)
+            elif tag == FE.FUNCTION_CALL:
+                cursor = self._function_call(consumed, cursor, start, end)
+            elif tag == FE.COPY_DONE or tag == FE.COPY_FAIL:
+                self._copy_in = False
             elif tag == FE.TERMINATE:
                 self.out_server.append(consumed[cursor:end])
                 cursor = end
                 self._close("client terminated")
                 return
         rest = consumed[cursor:]
-        if not rest:
-            return
-        if self._discard_until_sync:
-            return
-        if self._held is not None:
-            self._hold(rest)
-            if self._held_size > self._max_held:
-                self._release(sync=False)
-        else:
-            self.out_server.append(rest)
+        if rest:
+            if self._held is not None:
+                self._hold(rest)
+                if self._held_size > self._max_held:
+                    self._release(None)
+            else:
+                self.out_server.append(rest)
+        self._open_batch = self._held is not None or scanner.last_tag not in _BATCH_CLOSERS
+
+    def _sync_point(self, tag: int) -> None:
+        """A forwarded message the server answers with one ReadyForQuery."""
+        if not self._server_skipping:
+            self._rfq_expected += 1
+            self._last_sync_point = tag
+
+    def _statement(self, sql: str, path: Path, oid: int | None = None) -> Statement:
+        in_tx = self.tx_status != TxStatus.IDLE
+        return Statement(sql, path, self.facts, in_tx, oid)  # type: ignore[arg-type]
 
     def _simple_query(self, consumed: bytes, cursor: int, start: int, end: int) -> int:
-        message = consumed[start:end]
-        statement = Statement(
-            codec.read_query(message), Path.SIMPLE, self.facts, self._in_transaction
-        )  # type: ignore[arg-type]
+        statement = self._statement(codec.read_query(consumed[start:end]), Path.SIMPLE)
         decision = self.decider.decide(statement)
-        if decision.verdict is not Verdict.DENY:
-            self._rfq_expected += 1
-            if decision is not ALLOW:
-                self._track(decision, (statement,), self._rfq_expected)
-        if decision.verdict is Verdict.ALLOW:
+        self._sync_point(FE.QUERY)
+        if decision is ALLOW:
             return cursor
         if cursor < start:
             self.out_server.append(consumed[cursor:start])
-        if decision.verdict is Verdict.REWRITE:
-            self.out_server.append(codec.encode_query(decision.sql or ""))
+        if decision.verdict is Verdict.DENY:
+            self.out_server.append(codec.encode_query(self._deny(decision, (statement,))))
         else:
-            self._deny(decision, with_ready=True, statements=(statement,))
+            self._track(decision, (statement,), self._rfq_expected)
+            if decision.verdict is Verdict.REWRITE:
+                self.out_server.append(codec.encode_query(decision.sql or ""))
+            else:
+                self.out_server.append(consumed[start:end])
         return end
 
-    @property
-    def _in_transaction(self) -> bool:
-        return self.tx_status != TxStatus.IDLE
+    def _function_call(self, consumed: bytes, cursor: int, start: int, end: int) -> int:
+        oid = int.from_bytes(consumed[start + 5 : start + 9], "big")
+        statement = self._statement("", Path.FUNCTION_CALL, oid)
+        decision = self.decider.decide(statement)
+        self._sync_point(FE.FUNCTION_CALL)
+        if decision.verdict is not Verdict.DENY:
+            return cursor
+        if cursor < start:
+            self.out_server.append(consumed[cursor:start])
+        self.out_server.append(codec.encode_query(self._deny(decision, (statement,))))
+        return end
 
     def _hold(self, piece: bytes) -> None:
         if piece:
             self._held.append(piece)  # type: ignore[union-attr]
             self._held_size += len(piece)
 
-    def _release(self, *, sync: bool) -> None:
-        """Decide the held batch as a whole, then forward it, rewritten, or not at all."""
+    def _release(self, terminator: int | None) -> None:
+        """Decide the held batch as a whole, then forward it, rewritten, or denied."""
         held, parses = self._held or [], self._held_parses
         self._held, self._held_parses, self._held_size = None, [], 0
         statements: list[Statement] = []
         decisions: list[Decision] = []
-        in_tx = self._in_transaction
         for index in parses:
             parse = codec.read_parse(held[index])
-            statement = Statement(parse.query, Path.EXTENDED, self.facts, in_tx)  # type: ignore[arg-type]
+            statement = self._statement(parse.query, Path.EXTENDED)
             decision = self.decider.decide(statement)
             statements.append(statement)
             decisions.append(decision)
@@ -394,42 +438,37 @@ class PgSession:
                 held[index] = codec.encode_parse(parse, decision.sql or "")
         denied = next((d for d in decisions if d.verdict is Verdict.DENY), None)
         if denied is not None:
-            # Nothing of a denied batch reaches the server.
-            self._deny(denied, with_ready=sync, statements=tuple(statements))
-            if not sync:
-                self._discard_until_sync = True
-            return
-        if sync:
-            self._rfq_expected += 1
-        decision = next((d for d in decisions if d is not ALLOW), ALLOW)
-        if decision is not ALLOW:
-            # Without a Sync the batch completes at the client's next one.
-            self._track(decision, tuple(statements), self._rfq_expected + (0 if sync else 1))
-        self.out_server.extend(held)
+            # Nothing of a denied batch reaches the server: a failing Parse stands
+            # in for all of it, and the server then skips to the client's Sync.
+            marker = self._deny(denied, tuple(statements))
+            self.out_server.append(codec.encode_unnamed_parse(marker))
+            if terminator is not None:
+                self.out_server.append(codec.message(terminator))
+        else:
+            self.out_server.extend(held)
+            if terminator is not None:
+                self.out_server.append(codec.message(terminator))
+            decision = next((d for d in decisions if d is not ALLOW), ALLOW)
+            if decision is not ALLOW:
+                # Without a Sync now the batch completes at the client's next one.
+                index = self._rfq_expected + 1
+                self._track(decision, tuple(statements), index)
+        if terminator == FE.SYNC:
+            self._server_skipping = False
+            self._sync_point(FE.SYNC)
+        elif denied is not None:
+            self._server_skipping = True
 
     def _track(self, decision: Decision, statements: tuple[Statement, ...], rfq_index: int) -> None:
         self._inflight.append(_InFlight(rfq_index, statements, decision, time.perf_counter()))
 
-    def _deny(
-        self,
-        decision: Decision,
-        *,
-        with_ready: bool,
-        statements: tuple[Statement, ...] = (),
-    ) -> None:
-        text = decision.reason or "statement denied by policy"
-        self._reply(codec.encode_error(decision.sqlstate, text), with_ready=with_ready)
+    def _deny(self, decision: Decision, statements: tuple[Statement, ...]) -> str:
+        """The marker statement that stands in for a denied one on the server."""
+        self._deny_seq += 1
+        token = f"{self._deny_prefix}{self._deny_seq}"
+        self._denials[token] = decision
         self.decider.observe(Outcome(statements, decision, 0.0, decision.sqlstate))
-
-    def _reply(self, payload: bytes, *, with_ready: bool) -> None:
-        """Answer the client directly, in order behind what the server still owes it."""
-        if self._rfq_seen >= self._rfq_expected:
-            if payload:
-                self.out_client.append(payload)
-            if with_ready:
-                self.out_client.append(codec.encode_ready_for_query(self.tx_status))
-        else:
-            self._deferred.append((self._rfq_expected, payload, with_ready))
+        return f"/* sqlx-os: statement denied by policy */ {token}"
 
     # --- server → client -------------------------------------------------------
 
@@ -447,36 +486,35 @@ class PgSession:
         consumed, items = self._server.feed(data)
         cursor = 0
         for tag, start, end in items:
-            if tag == BE.AUTHENTICATION:
-                msg = consumed[start:end]
-                if codec.read_auth_code(msg) == Auth.SASL:
-                    # Channel binding ties SCRAM to one TLS session; the client's
-                    # and the server's are different sessions, so never offer it.
-                    mechanisms = [
-                        m
-                        for m in codec.read_sasl_mechanisms(msg)
-                        if not m.endswith(_CHANNEL_BINDING_SUFFIX)
-                    ]
-                    self.out_client.append(consumed[cursor:start])
-                    self.out_client.append(codec.encode_sasl_mechanisms(mechanisms))
-                    cursor = end
+            replacement: bytes | None = None
+            message = consumed[start:end]
+            if tag == BE.AUTHENTICATION and codec.read_auth_code(message) == Auth.SASL:
+                # Channel binding ties SCRAM to one TLS session; the client's and
+                # the server's are different sessions, so never offer it.
+                mechanisms = [
+                    m
+                    for m in codec.read_sasl_mechanisms(message)
+                    if not m.endswith(_CHANNEL_BINDING_SUFFIX)
+                ]
+                replacement = codec.encode_sasl_mechanisms(mechanisms)
             elif tag == BE.BACKEND_KEY_DATA:
-                self.upstream_key = codec.read_backend_key(consumed[start:end])
-                self.out_client.append(consumed[cursor:start])
-                self.out_client.append(codec.encode_backend_key(*self.key))
-                cursor = end
+                self.upstream_key = codec.read_backend_key(message)
+                replacement = codec.encode_backend_key(*self.key)
             elif tag == BE.PARAMETER_STATUS:
-                name, value = codec.read_parameter_status(consumed[start:end])
+                name, value = codec.read_parameter_status(message)
                 self.server_params[name] = value
             elif tag == BE.ERROR_RESPONSE:
-                # The server explains its refusal itself; do not add to it.
+                # The server explains its refusal itself; the proxy adds no error.
                 self._server_refused = True
+                fields = codec.read_error_fields(message)
+                if "channel binding" in fields.get("M", ""):
+                    replacement = codec.encode_error_fields({**fields, "H": _CHANNEL_BINDING_HINT})
             elif tag == BE.READY_FOR_QUERY:
                 self.out_client.append(consumed[cursor:end])
-                cursor = end
-                self.tx_status = codec.read_ready_status(consumed[start:end])
+                self.tx_status = codec.read_ready_status(message)
                 self._move("ready_for_query")
                 self._client.table = _CLIENT_READY
+                self._client.max_length = self._max_message
                 self._server.table = _SERVER_READY
                 rest = consumed[end:] + self._server.take_buffer()
                 early, self._early = self._early, b""
@@ -485,6 +523,11 @@ class PgSession:
                 if early:
                     self.receive_client(early)
                 return
+            if replacement is not None:
+                if cursor < start:
+                    self.out_client.append(consumed[cursor:start])
+                self.out_client.append(replacement)
+                cursor = end
         if cursor < len(consumed):
             self.out_client.append(consumed[cursor:])
 
@@ -499,22 +542,41 @@ class PgSession:
             if tag == BE.READY_FOR_QUERY:
                 self.tx_status = consumed[start + 5]
                 self._rfq_seen += 1
-                if self._inflight and self._inflight[0].rfq_index <= self._rfq_seen:
+                if self._rfq_seen > self._rfq_expected:  # a client we could not follow
+                    self._rfq_expected = self._rfq_seen
+                while self._inflight and self._inflight[0].rfq_index <= self._rfq_seen:
                     self._observe(self._inflight.popleft())
-                if self._deferred and self._deferred[0][0] <= self._rfq_seen:
-                    self.out_client.append(consumed[cursor:end])
+            elif tag == BE.ERROR_RESPONSE:
+                self._copy_in = False
+                replacement = self._server_error(consumed[start:end])
+                if replacement is not None:
+                    if cursor < start:
+                        self.out_client.append(consumed[cursor:start])
+                    self.out_client.append(replacement)
                     cursor = end
-                    while self._deferred and self._deferred[0][0] <= self._rfq_seen:
-                        _, payload, with_ready = self._deferred.popleft()
-                        if payload:
-                            self.out_client.append(payload)
-                        if with_ready:
-                            self.out_client.append(codec.encode_ready_for_query(self.tx_status))
-            elif self._inflight and self._inflight[0].error is None:
-                fields = codec.read_error_fields(consumed[start:end])
-                self._inflight[0].error = fields.get("C", "XX000")
+            else:  # CopyInResponse, CopyBothResponse
+                self._copy_in = True
+                if self._last_sync_point == FE.SYNC and self._rfq_expected > self._rfq_seen:
+                    # The Sync that followed this COPY's Execute reached a server
+                    # in COPY IN mode, which ignores it: no ReadyForQuery for it.
+                    self._rfq_expected -= 1
+                    self._last_sync_point = 0
         if cursor < len(consumed):
             self.out_client.append(consumed[cursor:] if cursor else consumed)
+
+    def _server_error(self, message: bytes) -> bytes | None:
+        """Swap the server's error for a denial's; note errors for outcomes."""
+        if self._denials:
+            text = codec.read_error_fields(message).get("M", "")
+            for token in self._denials:
+                if token in text:
+                    decision = self._denials.pop(token)
+                    reason = decision.reason or "statement denied by policy"
+                    return codec.encode_error(decision.sqlstate, reason)
+        flight = self._inflight[0] if self._inflight else None
+        if flight is not None and flight.error is None and flight.rfq_index == self._rfq_seen + 1:
+            flight.error = codec.read_error_fields(message).get("C", "XX000")
+        return None
 
     def _observe(self, flight: _InFlight) -> None:
         elapsed = time.perf_counter() - flight.started

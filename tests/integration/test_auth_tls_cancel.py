@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import socket
 import struct
-import subprocess
 import threading
 import time
 
 import psycopg
 import pytest
 
-from tests.fixtures.fix_pg import PASSWORDS, PgServer
+from tests.fixtures.fix_pg import PASSWORDS, PgServer, make_cert
 from tests.fixtures.fix_proxy import ProxyProcess, start_proxy
 
 
@@ -51,12 +50,7 @@ async def test_asyncpg_scram(owned_proxy: ProxyProcess) -> None:
 @pytest.fixture(scope="module")
 def tls_proxy(owned_pg: PgServer, tmp_path_factory: pytest.TempPathFactory) -> ProxyProcess:
     tmp = tmp_path_factory.mktemp("tls")
-    cert, key = tmp / "server.crt", tmp / "server.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = make_cert(tmp)
     config = {"proxy": {"tls": {"cert_file": str(cert), "key_file": str(key)}}}
     p = start_proxy(tmp, owned_pg, config)
     yield p
@@ -125,3 +119,45 @@ def test_backend_pid_seen_by_client_is_the_proxys(owned_proxy: ProxyProcess) -> 
     with psycopg.connect(_dsn(owned_proxy, "scram_user", PASSWORDS["scram_user"])) as conn:
         server_pid = conn.execute("select pg_backend_pid()").fetchone()[0]
         assert conn.pgconn.backend_pid != server_pid
+
+
+def _upstream_tls_proxy(owned_pg: PgServer, tmp_path, **params: str) -> ProxyProcess:
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    dsn = f"postgresql://postgres@127.0.0.1:{owned_pg.port}/postgres?{query}"
+    return start_proxy(tmp_path, owned_pg, upstream_dsn=dsn)
+
+
+@pytest.mark.parametrize("user", ["md5_user", "scram_user"])
+def test_upstream_tls_with_sslmode_require(owned_pg: PgServer, tmp_path, user: str) -> None:
+    p = _upstream_tls_proxy(owned_pg, tmp_path, sslmode="require")
+    try:
+        with psycopg.connect(_dsn(p, user, PASSWORDS[user])) as conn:
+            row = conn.execute("select ssl from pg_stat_ssl where pid = pg_backend_pid()")
+            assert row.fetchone() == (True,)
+    finally:
+        p.stop()
+
+
+def test_upstream_tls_verify_full(owned_pg: PgServer, tmp_path) -> None:
+    p = _upstream_tls_proxy(owned_pg, tmp_path / "good", sslmode="verify-full",
+                            sslrootcert=owned_pg.extra["cert"])  # fmt: skip
+    try:
+        with psycopg.connect(_dsn(p, "md5_user", PASSWORDS["md5_user"])) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+    finally:
+        p.stop()
+
+
+async def test_upstream_tls_with_an_unknown_ca_is_refused(owned_pg: PgServer, tmp_path) -> None:
+    import asyncpg
+
+    other_ca, _ = make_cert(tmp_path, "other")
+    p = _upstream_tls_proxy(owned_pg, tmp_path / "bad", sslmode="verify-ca",
+                            sslrootcert=str(other_ca))  # fmt: skip
+    try:
+        with pytest.raises(asyncpg.PostgresError) as err:
+            await asyncpg.connect(_dsn(p, "md5_user", PASSWORDS["md5_user"]))
+        assert err.value.sqlstate == "08001"
+        assert "TLS handshake failed" in str(err.value)
+    finally:
+        p.stop()

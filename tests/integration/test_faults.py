@@ -13,7 +13,7 @@ import asyncpg
 import psycopg
 import pytest
 
-from sqlx.proxy.embedded import free_port
+from sqlx.proxy.embedded import client_binary, free_port
 from sqlx.proxy.pg import codec
 from tests.fixtures.fix_pg import PgServer
 from tests.fixtures.fix_proxy import ProxyProcess, start_proxy
@@ -118,7 +118,7 @@ def test_client_killed_mid_transaction_leaves_no_lock(proxy: ProxyProcess) -> No
         admin.execute("create table if not exists t_lock (id int primary key, v int)")
         admin.execute("insert into t_lock values (1, 0) on conflict do nothing")
         victim = subprocess.Popen(
-            ["psql", "-X", proxy.dsn(application_name="victim")],
+            [client_binary("psql"), "-X", proxy.dsn(application_name="victim")],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         victim.stdin.write(b"begin;\nupdate t_lock set v = 1 where id = 1;\n")

@@ -124,6 +124,20 @@ def test_newer_minor_protocol_is_negotiated_down() -> None:
     assert codec.parse_first_packet(action.startup).params == {"user": "a"}
 
 
+def _marker(s: PgSession) -> str:
+    """The denial marker the session sent upstream in place of a statement."""
+    sent = b"".join(s.out_server)
+    start = sent.index(b"sqlx_denied_")
+    return sent[start : sent.index(b"\x00", start)].decode()
+
+
+def _server_rejects(s: PgSession, status: bytes = b"I") -> None:
+    """What PostgreSQL answers to the marker: a syntax error, then ReadyForQuery."""
+    error = codec.encode_error("42601", f'syntax error at or near "{_marker(s)}"')
+    s.out_server.clear()
+    s.receive_server(error + _ready_for_query(status))
+
+
 def test_query_sent_before_authentication_completes_waits_for_the_decider() -> None:
     decider = Recorder()
     s = _session(decider)
@@ -132,8 +146,7 @@ def test_query_sent_before_authentication_completes_waits_for_the_decider() -> N
     assert s.out_server == [] and decider.seen == []
     s.receive_server(codec.message(BE.AUTHENTICATION, b"\x00" * 4) + _ready_for_query())
     assert [st.sql for st in decider.seen] == ["select forbidden"]
-    assert s.out_server == []
-    assert codec.read_error_fields(s.out_client[-2])["C"] == "42501"
+    assert b"forbidden" not in b"".join(s.out_server) and _marker(s)
 
 
 def test_allowed_query_is_forwarded_as_the_same_bytes() -> None:
@@ -143,16 +156,29 @@ def test_allowed_query_is_forwarded_as_the_same_bytes() -> None:
     assert s.out_server == [q]
 
 
-def test_denied_query_gets_error_and_ready_and_nothing_upstream() -> None:
+def test_denied_query_reaches_the_server_only_as_a_failing_marker() -> None:
     decider = Recorder()
     s = _ready(decider)
     s.receive_client(codec.encode_query("select forbidden"))
-    assert s.out_server == []
+    (sent,) = s.out_server
+    assert sent[0] == FE.QUERY and b"forbidden" not in sent
+    _server_rejects(s)
     err, rfq = s.out_client
     assert codec.read_error_fields(err) == {"S": "ERROR", "V": "ERROR", "C": "42501",
                                             "M": "denied: forbidden"}  # fmt: skip
     assert rfq == _ready_for_query()
     assert decider.outcomes[-1].error_sqlstate == "42501"
+    assert s.idle
+
+
+def test_denial_inside_a_transaction_leaves_it_failed_as_the_server_says() -> None:
+    s = _ready(Recorder())
+    s.receive_client(codec.encode_query("begin"))
+    s.receive_server(codec.message(BE.COMMAND_COMPLETE, b"BEGIN\x00") + _ready_for_query(b"T"))
+    s.out_client.clear()
+    s.receive_client(codec.encode_query("select forbidden"))
+    _server_rejects(s, status=b"E")
+    assert s.out_client[-1] == _ready_for_query(b"E") and s.tx_status == ord("E")
 
 
 def test_rewritten_query_is_reencoded() -> None:
@@ -179,31 +205,101 @@ def test_parse_bearing_batch_is_held_until_sync() -> None:
     assert b"".join(s.out_server) == b"".join(msgs)
 
 
-def test_denied_batch_sends_nothing_upstream() -> None:
+def test_denied_batch_sends_nothing_of_it_upstream() -> None:
     s = _ready(Recorder())
     ok = _extended("select 1")
     s.receive_client(b"".join(ok[:3] + _extended("select forbidden")))
-    assert s.out_server == []
+    sent = b"".join(s.out_server)
+    assert b"select" not in sent and b"forbidden" not in sent
+    assert [m[0] for m in s.out_server] == [FE.PARSE, FE.SYNC]
+    _server_rejects(s)
     assert [m[0] for m in s.out_client] == [BE.ERROR_RESPONSE, BE.READY_FOR_QUERY]
+    assert codec.read_error_fields(s.out_client[0])["C"] == "42501"
 
 
-def test_denied_flush_batch_discards_until_sync() -> None:
+def test_denied_flush_batch_lets_the_server_skip_to_sync() -> None:
     s = _ready(Recorder())
     s.receive_client(b"".join(_extended("select forbidden", FE.FLUSH)))
-    assert [m[0] for m in s.out_client] == [BE.ERROR_RESPONSE]
-    s.out_client.clear()
-    s.receive_client(b"".join(_extended("select 2")))
-    assert s.out_server == []
-    assert [m[0] for m in s.out_client] == [BE.READY_FOR_QUERY]
+    assert [m[0] for m in s.out_server] == [FE.PARSE, FE.FLUSH]
+    marker = _marker(s)
+    s.out_server.clear()
+    s.receive_server(codec.encode_error("42601", f'syntax error at or near "{marker}"'))
+    assert codec.read_error_fields(s.out_client[0])["C"] == "42501"
+    # The server now skips everything up to Sync, a Query included: one answer only.
+    s.receive_client(codec.encode_query("select 2") + b"".join(_extended("select 3")))
+    s.receive_server(_ready_for_query())
+    assert s.idle
 
 
 def test_denial_waits_behind_outstanding_server_responses() -> None:
     s = _ready(Recorder())
     s.receive_client(codec.encode_query("select 1") + codec.encode_query("select forbidden"))
-    assert s.out_client == []  # the server still owes the first answer
-    s.receive_server(codec.message(BE.COMMAND_COMPLETE, b"SELECT 1\x00") + _ready_for_query())
+    assert s.out_client == []
+    assert s.out_server[0] == codec.encode_query("select 1")
+    first = codec.message(BE.COMMAND_COMPLETE, b"SELECT 1\x00") + _ready_for_query()
+    marker = _marker(s)
+    s.receive_server(first + codec.encode_error("42601", f'at or near "{marker}"')
+                     + _ready_for_query())  # fmt: skip
     tags = [m[0] for m in s.out_client]
+    assert b"".join(s.out_client).startswith(first)
     assert tags[-2:] == [BE.ERROR_RESPONSE, BE.READY_FOR_QUERY]
+    assert codec.read_error_fields(s.out_client[-2])["C"] == "42501"
+
+
+def test_extended_copy_in_keeps_ready_for_query_accounting() -> None:
+    s = _ready()
+    s.receive_client(b"".join(_extended("copy t from stdin")))
+    s.receive_server(codec.message(BE.PARSE_COMPLETE) + codec.message(BE.BIND_COMPLETE)
+                     + codec.message(BE.COPY_IN_RESPONSE, b"\x00\x00\x00"))  # fmt: skip
+    s.receive_client(codec.message(FE.COPY_DATA, b"1\n") + codec.message(FE.COPY_DONE)
+                     + codec.message(FE.SYNC))  # fmt: skip
+    assert not s.idle
+    s.receive_server(codec.message(BE.COMMAND_COMPLETE, b"COPY 1\x00") + _ready_for_query())
+    assert s.idle
+
+
+def test_pipelined_query_after_auth_is_released_to_the_server() -> None:
+    s = _session()
+    s.receive_client(codec.encode_startup({"user": "app"}) + codec.encode_query("select 1"))
+    s.upstream_connected()
+    s.receive_server(codec.message(BE.AUTHENTICATION, b"\x00" * 4) + _ready_for_query())
+    assert s.out_server == [codec.encode_query("select 1")]
+
+
+def test_function_call_is_decided() -> None:
+    class DenyCalls(Recorder):
+        def decide(self, statement: Statement) -> Decision:
+            self.seen.append(statement)
+            if statement.function_oid == 1055:
+                return Decision(Verdict.DENY, reason="no direct function calls")
+            return ALLOW
+
+    decider = DenyCalls()
+    s = _ready(decider)
+    call = codec.message(FE.FUNCTION_CALL, (1055).to_bytes(4, "big") + b"\x00\x00\x00\x00\x00\x00")
+    s.receive_client(call)
+    assert call not in s.out_server and decider.seen[-1].function_oid == 1055
+    _server_rejects(s)
+    assert codec.read_error_fields(s.out_client[0])["M"] == "no direct function calls"
+
+
+def test_scram_channel_binding_refusal_gets_a_hint() -> None:
+    s = _session()
+    s.receive_client(codec.encode_startup({"user": "app"}))
+    s.upstream_connected()
+    s.receive_server(codec.encode_error("08P01", "SCRAM channel binding negotiation error",
+                                        fatal=True))  # fmt: skip
+    fields = codec.read_error_fields(s.out_client[0])
+    assert fields["C"] == "08P01" and "channel_binding=disable" in fields["H"]
+
+
+def test_too_much_data_before_authentication_is_refused() -> None:
+    s = _session()
+    s.receive_client(codec.encode_startup({"user": "app"}))
+    s.receive_client(b"Q" + (1 << 21).to_bytes(4, "big") + b"x" * (1 << 20))
+    s.receive_client(b"x" * (1 << 20))
+    assert codec.read_error_fields(s.out_client[-1])["C"] == "08P01"
+    assert s.state is State.CLOSED
 
 
 def test_prepared_execution_without_parse_streams_through() -> None:
@@ -255,3 +351,22 @@ def test_password_messages_are_relayed_during_auth() -> None:
     pw = codec.message(FE.PASSWORD_MESSAGE, b"md5abc\x00")
     s.receive_client(pw)
     assert s.out_server == [pw]
+
+
+def test_gssenc_request_is_declined_and_startup_continues() -> None:
+    s = _session()
+    gss = (8).to_bytes(4, "big") + codec.GSSENC_REQUEST_CODE.to_bytes(4, "big")
+    s.receive_client(gss)
+    assert s.out_client == [b"N"] and s.state is State.AWAIT_STARTUP
+    s.receive_client(codec.encode_startup({"user": "app"}))
+    assert isinstance(s.actions[-1], ConnectUpstream)
+
+
+def test_function_call_is_counted_for_its_ready_for_query() -> None:
+    s = _ready()
+    call = codec.message(FE.FUNCTION_CALL, b"\x00\x00\x04\x1f\x00\x00\x00\x00\x00\x00")
+    s.receive_client(call)
+    assert s.out_server == [call] and not s.idle
+    s.receive_server(codec.message(BE.FUNCTION_CALL_RESPONSE, b"\xff\xff\xff\xff")
+                     + _ready_for_query())  # fmt: skip
+    assert s.idle
