@@ -104,6 +104,7 @@ class TxStatus:
 
 _HEADER = struct.Struct("!cI")
 _INT32 = struct.Struct("!I")
+_UNPACK_LENGTH = _INT32.unpack_from
 _TWO_INT32 = struct.Struct("!II")
 _THREE_INT32 = struct.Struct("!III")
 
@@ -197,30 +198,27 @@ class MessageScanner:
         inspected: list[tuple[int, int, int]] = []
         table = self.table
         limit = self.max_length
-        from_bytes = int.from_bytes
+        unpack = _UNPACK_LENGTH
         tag = self.last_tag
         while pos + 5 <= n:
             tag = data[pos]
-            length = from_bytes(data[pos + 1 : pos + 5], "big")
+            length = unpack(data, pos + 1)[0]
+            if length < 4 or length > limit:
+                raise _bad_length(tag, length, limit)
             end = pos + 1 + length
             kind = table[tag]
-            if kind == PASS:
-                if length < 4 or length > limit:
-                    raise _bad_length(tag, length, limit)
-                if end > n:
-                    self._skip = end - n
-                    pos = n
-                    break
-            elif kind == INSPECT:
-                if length < 4 or length > limit:
-                    raise _bad_length(tag, length, limit)
+            if kind == INSPECT:
                 if end > n:
                     self._parts, self._size, self._need = [data[pos:]], n - pos, end - pos
                     self.last_tag = tag
                     return data[:pos], inspected
                 inspected.append((tag, pos, end))
-            else:
+            elif kind != PASS:
                 raise ProtocolViolation(f"invalid message type {_show_tag(tag)}")
+            elif end > n:
+                self._skip = end - n
+                pos = n
+                break
             pos = end
         self.last_tag = tag
         if pos < n:
