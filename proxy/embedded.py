@@ -11,6 +11,7 @@ server refuses to run as root, so as root the cluster belongs to the
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import pwd
 import shutil
@@ -46,16 +47,13 @@ def find_pg_bin() -> Path:
         reverse=True,
     )
     candidates.extend(debian)
-    with contextlib.suppress(ImportError):
-        import pgserver  # the wheel ships a relocatable PostgreSQL
-
-        candidates.append(Path(pgserver.__file__).parent / "pginstall" / "bin")
+    # The pgserver wheel ships a relocatable PostgreSQL; find it without importing
+    # the package (its import has side effects).
+    spec = importlib.util.find_spec("pgserver")
+    if spec is not None and spec.origin:
+        candidates.append(Path(spec.origin).parent / "pginstall" / "bin")
     for path in candidates:
-        if (
-            (path / "initdb").exists()
-            and (path / "pg_ctl").exists()
-            and (path / "postgres").exists()
-        ):
+        if all((path / name).exists() for name in ("initdb", "pg_ctl", "postgres")):
             return path
     raise ClusterError(
         "no PostgreSQL server binaries found: install PostgreSQL, `pip install pgserver`, "
@@ -66,10 +64,6 @@ def find_pg_bin() -> Path:
 def client_binary(name: str) -> str:
     """psql or pgbench: from PATH, else beside the server binaries."""
     return shutil.which(name) or str(find_pg_bin() / name)
-
-
-def _has_server(path: Path) -> bool:
-    return all((path / name).exists() for name in ("initdb", "pg_ctl", "postgres"))
 
 
 def free_port(host: str = "127.0.0.1") -> int:
