@@ -77,9 +77,14 @@ class ClientConnection(asyncio.Protocol):
         if self._tls_backlog is not None:
             self._tls_backlog.append(data)
             return
+        self.session.receive_client(data)
+        self._flush()
+
+    def _flush(self) -> None:
+        """Carry out what the session left: bytes for either side, then its actions."""
         session = self.session
-        session.receive_client(data)
         if session.out_server:
+            # Client bytes held during authentication go out once it completes.
             if self.upstream is not None:
                 self.upstream.writelines(session.out_server)
             session.out_server.clear()
@@ -115,18 +120,9 @@ class ClientConnection(asyncio.Protocol):
     # --- server side (called by UpstreamProtocol) --------------------------------
 
     def server_data(self, data: bytes) -> None:
-        session = self.session
-        session.receive_server(data)
-        if session.out_server:
-            # Client bytes held during authentication go out once it completes.
-            self.upstream.writelines(session.out_server)  # type: ignore[union-attr]
-            session.out_server.clear()
-        if session.out_client:
-            self.transport.writelines(session.out_client)  # type: ignore[union-attr]
-            session.out_client.clear()
-        if session.actions:
-            self._act()
-        elif self.proxy.draining and session.idle:
+        self.session.receive_server(data)
+        self._flush()
+        if self.proxy.draining and self.session.idle:
             self.shutdown()
 
     def server_lost(self, exc: Exception | None) -> None:
@@ -227,11 +223,7 @@ class ClientConnection(asyncio.Protocol):
         self.upstream = transport
         transport.write(action.startup)
         self.session.upstream_connected()
-        if self.session.out_server:
-            transport.writelines(self.session.out_server)
-            self.session.out_server.clear()
-        self._flush_client()
-        self._act()
+        self._flush()
 
 
 class PgProxy:
