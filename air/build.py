@@ -1,0 +1,59 @@
+"""Building graphs bottom-up: structurally identical subtrees become one node."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import replace
+from types import MappingProxyType
+from typing import Any
+
+from sqlx.air.model import AIRContext, AIRGraph, AIRNode, Scalar, _freeze, node_id
+
+
+class GraphBuilder:
+    def __init__(self, dialect: str) -> None:
+        self.dialect = dialect
+        self.nodes: dict[str, AIRNode] = {}
+
+    def add(
+        self,
+        type_: str,
+        kind: str,
+        *,
+        value: Scalar = None,
+        alias: str | None = None,
+        attrs: list[tuple[str, Any]] | tuple[tuple[str, Any], ...] = (),
+        children: list[str] | tuple[str, ...] = (),
+        roles: list[str] | tuple[str, ...] = (),
+        span: tuple[int, int] | None = None,
+    ) -> str:
+        frozen = tuple((k, _freeze(v)) for k, v in attrs)
+        kids, kid_roles = tuple(children), tuple(roles)
+        nid = node_id(type_, kind, value, alias, frozen, (), kids, kid_roles, self.dialect)
+        if nid not in self.nodes:
+            self.nodes[nid] = AIRNode(nid, type_, kind, kids, value, alias, (), span, (),
+                                      kid_roles, frozen, self.dialect)  # fmt: skip
+        return nid
+
+    def build(
+        self, root: str, *, source: str = "", engine: str | None = None,
+        trace_id: str | None = None,
+    ) -> AIRGraph:  # fmt: skip
+        parents: dict[str, set[str]] = defaultdict(set)
+        reachable: dict[str, AIRNode] = {}
+        stack = [root]
+        while stack:
+            nid = stack.pop()
+            if nid in reachable:
+                continue
+            node = self.nodes[nid]
+            reachable[nid] = node
+            for child in node.children:
+                parents[child].add(nid)
+                stack.append(child)
+        nodes = {
+            nid: replace(node, lineage=tuple(sorted(parents[nid]))) if parents[nid] else node
+            for nid, node in reachable.items()
+        }
+        context = AIRContext(self.dialect, engine)
+        return AIRGraph(root, MappingProxyType(nodes), context, source, trace_id)

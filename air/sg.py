@@ -1,0 +1,180 @@
+"""MySQL, SQLite, T-SQL, Oracle, Snowflake ... ↔ AIR, through sqlglot.
+
+Same shape as `air.pg`: every sqlglot expression becomes one AIR node whose
+canonical kind comes from `kinds_sg`, with its own arguments kept as
+attributes and role-named children so emission rebuilds the expression.
+Statements sqlglot does not parse into a structure (its `Command`) become
+OPAQUE nodes that keep their text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ErrorLevel, ParseError, SqlglotError, TokenError, UnsupportedError
+
+from sqlx.air import kinds_sg
+from sqlx.air.build import GraphBuilder
+from sqlx.air.errors import EmissionError, LoweringError
+from sqlx.air.model import CAPS, AIRGraph, AIRNode
+
+LIMIT_ROLE = "@limit"
+
+
+def parse(sql: str, dialect: str) -> list[exp.Expression]:
+    try:
+        return [e for e in sqlglot.parse(sql, read=dialect) if e is not None]
+    except (ParseError, TokenError) as exc:
+        errors = getattr(exc, "errors", None) or [{}]
+        first = errors[0]
+        message = first.get("description") or str(exc).splitlines()[0]
+        position = None
+        if first.get("line") is not None:
+            position = _offset(sql, first["line"], first.get("col", 0))
+        raise LoweringError(message, position, dialect) from exc
+
+
+def _offset(sql: str, line: int, col: int) -> int:
+    lines = sql.splitlines(keepends=True)
+    return sum(len(x) for x in lines[: max(line - 1, 0)]) + max(col - 1, 0)
+
+
+class _Lowerer:
+    def __init__(self, builder: GraphBuilder) -> None:
+        self.b = builder
+
+    def node(self, e: exp.Expression) -> str:
+        cls = type(e).__name__
+        attrs: list[tuple[str, Any]] = [("@sg", cls)]
+        children: list[str] = []
+        roles: list[str] = []
+        args = dict(e.args)
+        if isinstance(e, exp.Select) and (args.get("limit") or args.get("offset")):
+            children.append(self._limit(args))
+            roles.append(LIMIT_ROLE)
+        for key, val in args.items():
+            if val is None:
+                continue
+            if isinstance(val, exp.Expression):
+                children.append(self.node(val))
+                roles.append(key)
+            elif isinstance(val, list):
+                if not val:
+                    attrs.append((key, ()))
+                for item in val:
+                    children.append(self.item(item))
+                    roles.append(key + "[]")
+            else:
+                attrs.append((key, val if isinstance(val, str | int | float | bool) else str(val)))
+        if e.comments:
+            attrs.append(("@comments", tuple(e.comments)))
+        type_, kind, value, alias, extra = kinds_sg.classify(e)
+        return self.b.add(type_, kind, value=value, alias=alias, attrs=attrs + extra,
+                          children=children, roles=roles)  # fmt: skip
+
+    def item(self, item: Any) -> str:
+        if isinstance(item, exp.Expression):
+            return self.node(item)
+        return self.b.add("literal", "VALUE", value=item if item is None or isinstance(
+            item, str | int | float | bool) else str(item))  # fmt: skip
+
+    def _limit(self, args: dict[str, Any]) -> str:
+        """Spec §6: LIMIT, TOP, FETCH FIRST and OFFSET become one LIMIT clause."""
+        children, roles = [], []
+        limit, offset = args.pop("limit", None), args.pop("offset", None)
+        value = None
+        if limit is not None:
+            children.append(self.node(limit))
+            roles.append("limit")
+            count = limit.args.get("expression") or limit.args.get("count")
+            if isinstance(count, exp.Literal) and not count.is_string:
+                value = int(count.this) if count.this.isdigit() else count.this
+        if offset is not None:
+            children.append(self.node(offset))
+            roles.append("offset")
+        form = type(limit).__name__.upper() if limit is not None else "OFFSET"
+        return self.b.add("clause", "LIMIT", value=value, attrs=[("form", form)],
+                          children=children, roles=roles)  # fmt: skip
+
+
+def lower_statement(e: exp.Expression, dialect: str) -> AIRGraph:
+    builder = GraphBuilder(dialect)
+    if isinstance(e, exp.Command):
+        source = e.sql(dialect=dialect)
+        root = builder.add("statement", "OPAQUE", value=source,
+                           attrs=[("statement", str(e.this).upper())])  # fmt: skip
+        return builder.build(root, source=source)
+    root = _Lowerer(builder).node(e)
+    return builder.build(root, source=e.sql(dialect=dialect))
+
+
+# --- emission -----------------------------------------------------------------
+
+
+def rebuild(graph: AIRGraph, node: AIRNode | None = None) -> exp.Expression:
+    node = node or graph.root_node
+    if node.kind == "OPAQUE" and node.attr("@sg") is None:
+        raise EmissionError("an unmodelled statement has only its source text", graph.dialect)
+    return _rebuild(graph, node)
+
+
+def _rebuild(graph: AIRGraph, node: AIRNode) -> Any:
+    cls = node.attr("@sg")
+    if cls is None:
+        if node.kind == "VALUE":
+            return node.value
+        raise EmissionError(f"node {node.id} has no sqlglot form", graph.dialect)
+    args: dict[str, Any] = {}
+    for key, value in node.attrs:
+        if not key.startswith("@") and key not in kinds_sg.DERIVED_ATTRS:
+            args[key] = list(value) if isinstance(value, tuple) else value
+    for role, child in zip(node.roles, node.children, strict=True):
+        child_node = graph[child]
+        if role == LIMIT_ROLE:
+            for sub_role, sub in zip(child_node.roles, child_node.children, strict=True):
+                args[sub_role] = _rebuild(graph, graph[sub])
+        elif role.endswith("[]"):
+            args.setdefault(role[:-2], []).append(_rebuild(graph, child_node))
+        else:
+            args[role] = _rebuild(graph, child_node)
+    built = getattr(exp, cls)(**args)
+    comments = node.attr("@comments")
+    if comments:
+        built.comments = list(comments)
+    return built
+
+
+def _lower_ilike(node: exp.Expression) -> exp.Expression:
+    if isinstance(node, exp.ILike):
+        return exp.Like(this=exp.Lower(this=node.this), expression=exp.Lower(this=node.expression))
+    return node
+
+
+def target_forms(expression: exp.Expression, dialect: str) -> exp.Expression:
+    """Rewrite constructs the target lacks into its own forms (spec §6, in reverse)."""
+    caps = CAPS.get(dialect)
+    if caps is not None and not caps.ilike:
+        expression = expression.transform(_lower_ilike)
+    return expression
+
+
+def generate(expression: exp.Expression, dialect: str) -> str:
+    try:
+        expression = target_forms(expression, dialect)
+        return expression.sql(dialect=dialect, unsupported_level=ErrorLevel.RAISE)
+    except UnsupportedError as exc:
+        raise EmissionError(f"cannot express: {exc}", dialect) from exc
+    except SqlglotError as exc:
+        raise EmissionError(str(exc), dialect) from exc
+
+
+def transpile(sql: str, read: str, write: str) -> str:
+    try:
+        parsed = sqlglot.parse_one(sql, read=read)
+    except (ParseError, TokenError) as exc:
+        raise EmissionError(f"cannot read as {read}: {exc}", write) from exc
+    if isinstance(parsed, exp.Command):
+        raise EmissionError(f"{read} statement is not modelled and cannot be translated", write)
+    return generate(parsed, write)
