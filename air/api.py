@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
-from sqlx.air import pg, sg
+from sqlx.air import events, pg, sg
 from sqlx.air.errors import EmissionError, LoweringError
 from sqlx.air.model import AIRGraph, AIRNode
 
@@ -27,17 +28,31 @@ def _dialect(name: str) -> str:
     return ALIASES.get(name.lower(), name.lower())
 
 
-def lower_all(sql: str, dialect: str = "postgres") -> list[AIRGraph]:
+def lower_all(sql: str, dialect: str = "postgres", trace_id: str | None = None) -> list[AIRGraph]:
     """One graph per statement of `sql`. Invalid SQL raises LoweringError."""
     dialect = _dialect(dialect)
+    events.emit("air.parse.start", trace_id=trace_id, dialect=dialect)
+    try:
+        trees: list[Any] = list(pg.parse(sql) if dialect == "postgres" else sg.parse(sql, dialect))
+    except LoweringError as exc:
+        events.emit("air.parse.error", trace_id=trace_id, dialect=dialect, error=exc.message)
+        raise
+    events.emit("air.parse.ok", trace_id=trace_id, dialect=dialect, statements=len(trees))
+    events.emit("air.normalize.start", trace_id=trace_id, dialect=dialect)
     if dialect == "postgres":
-        return [pg.lower_statement(raw, sql) for raw in pg.parse(sql)]
-    return [sg.lower_statement(e, dialect) for e in sg.parse(sql, dialect)]
+        graphs = [pg.lower_statement(raw, sql) for raw in trees]
+    else:
+        graphs = [sg.lower_statement(e, dialect) for e in trees]
+    if trace_id is not None:
+        graphs = [replace(g, trace_id=trace_id) for g in graphs]
+    for graph in graphs:
+        events.emit("air.normalize.ok", trace_id=trace_id, air_id=graph.root, kind=graph.kind)
+    return graphs
 
 
-def lower(sql: str, dialect: str = "postgres") -> AIRGraph:
+def lower(sql: str, dialect: str = "postgres", trace_id: str | None = None) -> AIRGraph:
     """The graph of exactly one statement."""
-    graphs = lower_all(sql, dialect)
+    graphs = lower_all(sql, dialect, trace_id)
     if len(graphs) != 1:
         raise LoweringError(
             f"expected one statement, found {len(graphs)} (use lower_all)", None, _dialect(dialect)
