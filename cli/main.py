@@ -36,11 +36,16 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _proxy_args(sub)
     _bench_args(sub)
+    from sqlx.cli import air_cmd
+
+    air_cmd.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "proxy":
         from sqlx.cli.run_proxy import run_proxy
 
         return run_proxy(args)
+    if args.command == "air":
+        return air_cmd.run(args)
     if args.command == "bench":
         from sqlx.bench.pgbench import run_from_args
 
