@@ -23,7 +23,7 @@ def test_transpile_plan_hash_features_validate() -> None:
     out = sqlxos("transpile", "--from", "postgres", "--to", "oracle", "SELECT a FROM t LIMIT 2")
     assert out.stdout.strip() == "SELECT a FROM t FETCH FIRST 2 ROWS ONLY;"
     assert json.loads(sqlxos("plan", "SELECT a FROM t").stdout)["steps"][0]["op"] == "scan"
-    assert json.loads(sqlxos("hash", "SELECT 1 FROM t WHERE a = 9").stdout)["literals"] == [9]
+    assert json.loads(sqlxos("hash", "SELECT 1 FROM t WHERE a = 9").stdout)["literals"] == [1, 9]
     assert json.loads(sqlxos("features", "SELECT a FROM t").stdout)["vector"]["tables"] == 1
     assert sqlxos("validate", "SELECT 1").stdout.strip() == "[]"
 
