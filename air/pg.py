@@ -23,8 +23,9 @@ from sqlx.air.errors import EmissionError, LoweringError
 from sqlx.air.model import AIRGraph, AIRNode
 
 DIALECT = "postgres"
+# Source positions: not part of a statement's meaning (PostgreSQL 17 added list bounds).
 _POSITION_FIELDS = frozenset(("location", "stmt_location", "stmt_len", "rexpr_list_start",
-                              "rexpr_list_end"))  # fmt: skip
+                              "rexpr_list_end", "list_start", "list_end"))  # fmt: skip
 LIMIT_ROLE = "@limit"
 
 
@@ -36,10 +37,14 @@ def parse(sql: str) -> tuple[dict[str, Any], ...]:
         raise LoweringError(str(exc.args[0]), position, DIALECT) from exc
 
 
+def _is_position(key: str) -> bool:
+    return key in _POSITION_FIELDS or key.endswith("_location")
+
+
 def strip_positions(tree: Any) -> Any:
     """A parse tree without source positions, for comparing trees."""
     if isinstance(tree, dict):
-        return {k: strip_positions(v) for k, v in tree.items() if k not in _POSITION_FIELDS}
+        return {k: strip_positions(v) for k, v in tree.items() if not _is_position(k)}
     if isinstance(tree, tuple):
         return tuple(strip_positions(v) for v in tree)
     return tree
@@ -59,7 +64,7 @@ class _Lowerer:
             children.append(self._limit(fields))
             roles.append(LIMIT_ROLE)
         for key, val in fields.items():
-            if key == "@" or key in _POSITION_FIELDS:
+            if key == "@" or _is_position(key):
                 continue
             if isinstance(val, dict):
                 if "#" in val:  # an enum: its name is enough to rebuild it
@@ -191,8 +196,11 @@ def emit(graph: AIRGraph) -> str:
     if root.kind == "OPAQUE":
         return str(root.value)
     tree = _rebuild(graph, root)
+    # Calls written in SQL syntax (AT TIME ZONE, substring(x FROM y), trim(...))
+    # must be printed that way again, or they re-parse as plain calls.
+    special = any(n.attr("funcformat") == "COERCE_SQL_SYNTAX" for n in graph.nodes.values())
     try:
-        return RawStream()(ast.RawStmt({"@": "RawStmt", "stmt": tree}))
+        return RawStream(special_functions=special)(ast.RawStmt({"@": "RawStmt", "stmt": tree}))
     except Exception as exc:  # the deparser raises many types
         raise EmissionError(f"cannot deparse: {exc}", DIALECT) from exc
 
