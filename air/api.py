@@ -72,7 +72,7 @@ def emit(graph: AIRGraph, dialect: str | None = None) -> str:
         if target == origin:
             return str(root.value)
         raise EmissionError(f"an unmodelled {origin} statement cannot be translated", target)
-    return sg.generate(sg.rebuild(graph), target)
+    return sg.generate(sg.rebuild(graph, target), target)
 
 
 def transpile(sql: str, read: str, write: str) -> list[str]:

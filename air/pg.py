@@ -115,6 +115,33 @@ class _Lowerer:
                           roles=roles)  # fmt: skip
 
 
+# Whether statements of a shape (pglast fingerprint) round-trip through the
+# deparser: literals are printed by the same code whatever their values, so
+# checking once per shape is enough. Bounded: cleared when full.
+_VERIFIED: dict[str, bool] = {}
+_VERIFIED_MAX = 50_000
+
+
+def _round_trips(graph: AIRGraph, raw: dict[str, Any], source: str) -> bool:
+    try:
+        shape = fingerprint(source)
+    except Exception:  # fingerprinting failed: verify this statement alone
+        shape = None
+    known = _VERIFIED.get(shape) if shape else None
+    if known is not None:
+        return known
+    try:
+        emitted = emit(graph)
+        same = strip_positions(parse(emitted)) == (strip_positions({**raw, "@": "RawStmt"}),)
+    except Exception:  # any deparser failure means: not modelled
+        same = False
+    if shape:
+        if len(_VERIFIED) >= _VERIFIED_MAX:
+            _VERIFIED.clear()
+        _VERIFIED[shape] = same
+    return same
+
+
 def lower_statement(raw: dict[str, Any], sql: str) -> AIRGraph:
     """One RawStmt (as a dict) of `sql` to a graph, or OPAQUE if it would not round-trip."""
     start = raw.get("stmt_location", 0)
@@ -123,12 +150,7 @@ def lower_statement(raw: dict[str, Any], sql: str) -> AIRGraph:
     builder = GraphBuilder(DIALECT)
     root = _Lowerer(builder).node(raw["stmt"])
     graph = builder.build(root, source=source)
-    try:
-        emitted = emit(graph)
-        same = strip_positions(parse(emitted)) == (strip_positions({**raw, "@": "RawStmt"}),)
-    except Exception:  # any deparser failure means: not modelled
-        same = False
-    if not same:
+    if not _round_trips(graph, raw, source):
         return opaque(raw, source)
     return graph
 

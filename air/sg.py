@@ -51,7 +51,11 @@ class _Lowerer:
         children: list[str] = []
         roles: list[str] = []
         args = dict(e.args)
-        if isinstance(e, exp.Select) and (args.get("limit") or args.get("offset")):
+        rownum = _take_rownum(args) if isinstance(e, exp.Select) else None
+        if rownum is not None:
+            children.append(self._rownum(*rownum))
+            roles.append(LIMIT_ROLE)
+        elif isinstance(e, exp.Select) and (args.get("limit") or args.get("offset")):
             children.append(self._limit(args))
             roles.append(LIMIT_ROLE)
         for key, val in args.items():
@@ -80,6 +84,12 @@ class _Lowerer:
         return self.b.add("literal", "VALUE", value=item if item is None or isinstance(
             item, str | int | float | bool) else str(item))  # fmt: skip
 
+    def _rownum(self, predicate: exp.Expression, place: str, count: int) -> str:
+        """Spec §6: Oracle's `ROWNUM <= n` filter is a LIMIT too; the predicate rides along."""
+        child = self.node(predicate)
+        return self.b.add("clause", "LIMIT", value=count, attrs=[("form", "ROWNUM"),
+                          ("place", place)], children=[child], roles=["rownum"])  # fmt: skip
+
     def _limit(self, args: dict[str, Any]) -> str:
         """Spec §6: LIMIT, TOP, FETCH FIRST and OFFSET become one LIMIT clause."""
         children, roles = [], []
@@ -99,6 +109,50 @@ class _Lowerer:
                           children=children, roles=roles)  # fmt: skip
 
 
+def _rownum_count(p: exp.Expression) -> int | None:
+    if (
+        isinstance(p, exp.LTE | exp.LT)
+        and isinstance(p.this, exp.Column)
+        and p.this.name.upper() == "ROWNUM"
+        and isinstance(p.expression, exp.Literal)
+        and not p.expression.is_string
+        and p.expression.this.isdigit()
+    ):
+        return int(p.expression.this) - (1 if isinstance(p, exp.LT) else 0)
+    return None
+
+
+def _take_rownum(args: dict[str, Any]) -> tuple[exp.Expression, str, int] | None:
+    """Split a top-level `ROWNUM <= n` (alone or one side of an AND) out of WHERE."""
+    where = args.get("where")
+    if where is None:
+        return None
+    cond = where.this
+    count = _rownum_count(cond)
+    if count is not None:
+        args["where"] = None
+        return cond, "only", count
+    if isinstance(cond, exp.And):
+        for place, side, other in (("left", cond.this, cond.expression),
+                                   ("right", cond.expression, cond.this)):  # fmt: skip
+            count = _rownum_count(side)
+            if count is not None:
+                args["where"] = exp.Where(this=other)
+                return side, place, count
+    return None
+
+
+def _put_rownum_back(args: dict[str, Any], limit: AIRNode, predicate: exp.Expression) -> None:
+    place = limit.attr("place")
+    rest = args.get("where")
+    if place == "only" or rest is None:
+        args["where"] = exp.Where(this=predicate)
+    elif place == "left":
+        args["where"] = exp.Where(this=exp.And(this=predicate, expression=rest.this))
+    else:
+        args["where"] = exp.Where(this=exp.And(this=rest.this, expression=predicate))
+
+
 def lower_statement(e: exp.Expression, dialect: str) -> AIRGraph:
     builder = GraphBuilder(dialect)
     if isinstance(e, exp.Command):
@@ -113,32 +167,41 @@ def lower_statement(e: exp.Expression, dialect: str) -> AIRGraph:
 # --- emission -----------------------------------------------------------------
 
 
-def rebuild(graph: AIRGraph, node: AIRNode | None = None) -> exp.Expression:
-    node = node or graph.root_node
+def rebuild(graph: AIRGraph, target: str | None = None) -> exp.Expression:
+    """The sqlglot expression of `graph`, in the forms `target` (default: origin) uses."""
+    node = graph.root_node
     if node.kind == "OPAQUE" and node.attr("@sg") is None:
         raise EmissionError("an unmodelled statement has only its source text", graph.dialect)
-    return _rebuild(graph, node)
+    return _rebuild(graph, node, target or graph.dialect)
 
 
-def _rebuild(graph: AIRGraph, node: AIRNode) -> Any:
+def _rebuild(graph: AIRGraph, node: AIRNode, target: str) -> Any:
     cls = node.attr("@sg")
     if cls is None:
         if node.kind == "VALUE":
             return node.value
         raise EmissionError(f"node {node.id} has no sqlglot form", graph.dialect)
     args: dict[str, Any] = {}
+    rownum: tuple[AIRNode, exp.Expression] | None = None
     for key, value in node.attrs:
         if not key.startswith("@") and key not in kinds_sg.DERIVED_ATTRS:
             args[key] = list(value) if isinstance(value, tuple) else value
     for role, child in zip(node.roles, node.children, strict=True):
         child_node = graph[child]
-        if role == LIMIT_ROLE:
+        if role == LIMIT_ROLE and child_node.attr("form") == "ROWNUM":
+            if target == "oracle":
+                rownum = (child_node, _rebuild(graph, graph[child_node.children[0]], target))
+            else:  # other dialects get their own LIMIT form from the count
+                args["limit"] = exp.Limit(expression=exp.Literal.number(child_node.value))
+        elif role == LIMIT_ROLE:
             for sub_role, sub in zip(child_node.roles, child_node.children, strict=True):
-                args[sub_role] = _rebuild(graph, graph[sub])
+                args[sub_role] = _rebuild(graph, graph[sub], target)
         elif role.endswith("[]"):
-            args.setdefault(role[:-2], []).append(_rebuild(graph, child_node))
+            args.setdefault(role[:-2], []).append(_rebuild(graph, child_node, target))
         else:
-            args[role] = _rebuild(graph, child_node)
+            args[role] = _rebuild(graph, child_node, target)
+    if rownum is not None:
+        _put_rownum_back(args, *rownum)
     built = getattr(exp, cls)(**args)
     comments = node.attr("@comments")
     if comments:

@@ -26,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from sqlx.bench.report import update_section
 from sqlx.proxy.embedded import LocalCluster, client_binary, free_port
 
 TARGETS = ("direct", "pgbouncer", "sqlx")
@@ -206,7 +207,7 @@ def write_results(result: dict, args: argparse.Namespace, command: str, out_dir:
     samples = result["samples"]
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     lines = [
-        "# Benchmark results",
+        "## Wire proxy: pgbench -S, direct vs PgBouncer vs sqlx-os",
         "",
         f"- date: {stamp}",
         f"- machine: {_machine()}",
@@ -215,7 +216,7 @@ def write_results(result: dict, args: argparse.Namespace, command: str, out_dir:
         "cell, targets alternated in rotating order; figures are medians over rounds.",
         "- all three targets, pgbench and PostgreSQL share the same machine.",
         "",
-        "## pgbench -S throughput (TPS, median)",
+        "### pgbench -S throughput (TPS, median)",
         "",
         "| mode | clients | direct | PgBouncer | sqlx-os | sqlx/PgBouncer | sqlx/direct |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -227,7 +228,7 @@ def write_results(result: dict, args: argparse.Namespace, command: str, out_dir:
             d, b, s = (_median(samples, mode, c, t, "tps") for t in TARGETS)
             lines.append(f"| {mode} | {c} | {d:.0f} | {b:.0f} | {s:.0f} | {s / b:.2f}x | "
                          f"{s / d:.2f}x |")  # fmt: skip
-    lines += ["", "## Added latency per statement at 1 client (median, µs)", "",
+    lines += ["", "### Added latency per statement at 1 client (median, µs)", "",
               "| mode | direct latency | via PgBouncer | via sqlx-os | sqlx-os added | "
               "PgBouncer added |", "| --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
     if 1 in clients:
@@ -237,7 +238,7 @@ def write_results(result: dict, args: argparse.Namespace, command: str, out_dir:
     failed = sum(s["failed"] for s in samples)
     lines += ["", f"Failed transactions over the whole run: {failed}."]
     if result["profile"]:
-        lines += ["", "## Where the proxy's time goes (cProfile, prepared, 16 clients, "
+        lines += ["", "### Where the proxy's time goes (cProfile, prepared, 16 clients, "
                   "separate pass)", "", "| function | where | calls | self s | share |",
                   "| --- | --- | ---: | ---: | ---: |", *result["profile"]]  # fmt: skip
     text = "\n".join(lines) + "\n"
@@ -256,6 +257,6 @@ def run_from_args(args: argparse.Namespace) -> int:
     result = run(args.rounds, args.seconds, clients, modes, args.profile, out_dir)
     command = "sqlxos bench pgbench " + " ".join(sys.argv[3:])
     text = write_results(result, args, command.strip(), out_dir)
-    (out_dir / "RESULTS.md").write_text(text)
+    update_section(out_dir / "RESULTS.md", "pgbench", text)
     print(text)
     return 0

@@ -29,6 +29,9 @@ def _bench_args(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     pg.add_argument("--modes", default="simple,prepared")
     pg.add_argument("--profile", action="store_true", help="also profile the proxy under load")
     pg.add_argument("--out", default="bench")
+    ab = bsub.add_parser("air", help="AIR lowering, planning and emission times")
+    ab.add_argument("--runs", type=int, default=2000)
+    ab.add_argument("--out", default="bench")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_proxy(args)
     if args.command == "air":
         return air_cmd.run(args)
+    if args.command == "bench" and args.bench == "air":
+        from sqlx.bench.air_bench import run_from_args as run_air
+
+        return run_air(args)
     if args.command == "bench":
         from sqlx.bench.pgbench import run_from_args
 
