@@ -113,3 +113,18 @@ def test_cross_dialect_uses_target_forms() -> None:
     tsql = air.emit(g, "tsql")
     assert "TOP 10" in tsql and "ILIKE" not in tsql.upper()
     assert "FETCH FIRST 10 ROWS ONLY" in air.emit(g, "oracle")
+
+
+@pytest.mark.parametrize(
+    ("sql", "target", "reason"),
+    [
+        ("SELECT * FROM t FOR UPDATE SKIP LOCKED", "sqlite", "FOR UPDATE"),
+        ("SELECT a FROM t ORDER BY a FETCH FIRST 3 ROWS WITH TIES", "mysql", "WITH TIES"),
+        ("CREATE TABLESPACE fast LOCATION '/ssd'", "tsql", "not modelled"),
+    ],
+)
+def test_cross_dialect_emission_refuses_what_it_cannot_express(
+    sql: str, target: str, reason: str
+) -> None:
+    with pytest.raises(air.EmissionError, match=reason):
+        air.emit(air.lower(sql), target)
