@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
@@ -35,6 +34,13 @@ class GraphBuilder:
                                       kid_roles, frozen, self.dialect)  # fmt: skip
         return nid
 
+    @staticmethod
+    def _with_lineage(node: AIRNode, lineage: tuple[str, ...]) -> AIRNode:
+        # The dataclass constructor, not dataclasses.replace: replace is ~10x slower.
+        n = node
+        return AIRNode(n.id, n.type, n.kind, n.children, n.value, n.alias, n.tags, n.span,
+                       lineage, n.roles, n.attrs, n.dialect)  # fmt: skip
+
     def build(
         self, root: str, *, source: str = "", engine: str | None = None,
         trace_id: str | None = None,
@@ -52,7 +58,7 @@ class GraphBuilder:
                 parents[child].add(nid)
                 stack.append(child)
         nodes = {
-            nid: replace(node, lineage=tuple(sorted(parents[nid]))) if parents[nid] else node
+            nid: self._with_lineage(node, tuple(sorted(parents[nid]))) if parents[nid] else node
             for nid, node in reachable.items()
         }
         context = AIRContext(self.dialect, engine)
