@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
 
 from sqlx.air.model import AIRContext, AIRGraph, AIRNode, Scalar, _freeze, node_id
+
+
+def add_members(
+    key: str,
+    items: list[Any] | tuple[Any, ...],
+    lower: Callable[[Any], str],
+    children: list[str],
+    roles: list[str],
+    attrs: list[tuple[str, Any]],
+) -> None:
+    """A list-valued field: one child per member with role `key[]`; an empty list is kept."""
+    if not items:
+        attrs.append((key, ()))
+    for item in items:
+        children.append(lower(item))
+        roles.append(key + "[]")
 
 
 class GraphBuilder:

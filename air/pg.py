@@ -18,7 +18,7 @@ from pglast import ast
 from pglast.stream import RawStream
 
 from sqlx.air import kinds_pg
-from sqlx.air.build import GraphBuilder
+from sqlx.air.build import GraphBuilder, add_members
 from sqlx.air.errors import EmissionError, LoweringError
 from sqlx.air.model import AIRGraph, AIRNode
 
@@ -73,11 +73,7 @@ class _Lowerer:
                     children.append(self.node(val))
                     roles.append(key)
             elif isinstance(val, tuple):
-                if not val:
-                    attrs.append((key, ()))
-                for item in val:
-                    children.append(self.item(item))
-                    roles.append(key + "[]")
+                add_members(key, val, self.item, children, roles, attrs)
             else:
                 attrs.append((key, val))
         type_, kind, value, alias, extra = kinds_pg.classify(cls, d)

@@ -16,7 +16,7 @@ from sqlglot import exp
 from sqlglot.errors import ErrorLevel, ParseError, SqlglotError, TokenError, UnsupportedError
 
 from sqlx.air import kinds_sg
-from sqlx.air.build import GraphBuilder
+from sqlx.air.build import GraphBuilder, add_members
 from sqlx.air.errors import EmissionError, LoweringError
 from sqlx.air.model import CAPS, AIRGraph, AIRNode
 
@@ -65,11 +65,7 @@ class _Lowerer:
                 children.append(self.node(val))
                 roles.append(key)
             elif isinstance(val, list):
-                if not val:
-                    attrs.append((key, ()))
-                for item in val:
-                    children.append(self.item(item))
-                    roles.append(key + "[]")
+                add_members(key, val, self.item, children, roles, attrs)
             else:
                 attrs.append((key, val if isinstance(val, str | int | float | bool) else str(val)))
         if e.comments:
