@@ -9,6 +9,7 @@ OPAQUE nodes that keep their text.
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 import sqlglot
@@ -21,12 +22,31 @@ from sqlx.air.errors import EmissionError, LoweringError
 from sqlx.air.model import CAPS, AIRGraph, AIRNode
 
 LIMIT_ROLE = "@limit"
+# Enum-valued arguments, stored as ("@enum", class, member) and resolved back here.
+_ENUMS: dict[str, type[enum.Enum]] = {
+    cls.__qualname__: cls
+    for cls in (exp.DataType.Type, *(v for v in vars(exp).values()
+                                     if isinstance(v, type) and issubclass(v, enum.Enum)))
+}  # fmt: skip
+
+
+# Utility statements sqlglot does not parse; valid SQL must not be an error, so
+# these are kept as OPAQUE text when sqlglot refuses them.
+_UTILITY_VERBS = frozenset((
+    "RELEASE", "DEALLOCATE", "LOCK", "UNLOCK", "KILL", "HANDLER", "FLUSH", "RESET", "PURGE",
+    "INSTALL", "UNINSTALL", "XA", "DO", "CHECKSUM", "OPTIMIZE", "REPAIR", "CACHE", "SIGNAL",
+    "RESIGNAL", "GET", "HELP",
+))  # fmt: skip
 
 
 def parse(sql: str, dialect: str) -> list[exp.Expression]:
     try:
         return [e for e in sqlglot.parse(sql, read=dialect) if e is not None]
     except (ParseError, TokenError) as exc:
+        verb = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
+        if verb in _UTILITY_VERBS and ";" not in sql.strip().rstrip(";"):
+            rest = sql.strip().rstrip(";").strip()[len(verb) :].strip()
+            return [exp.Command(this=verb, expression=exp.Literal.string(rest))]
         errors = getattr(exc, "errors", None) or [{}]
         first = errors[0]
         message = first.get("description") or str(exc).splitlines()[0]
@@ -66,6 +86,8 @@ class _Lowerer:
                 roles.append(key)
             elif isinstance(val, list):
                 add_members(key, val, self.item, children, roles, attrs)
+            elif isinstance(val, enum.Enum):
+                attrs.append((key, ("@enum", type(val).__qualname__, val.name)))
             else:
                 attrs.append((key, val if isinstance(val, str | int | float | bool) else str(val)))
         if e.comments:
@@ -181,7 +203,10 @@ def _rebuild(graph: AIRGraph, node: AIRNode, target: str) -> Any:
     rownum: tuple[AIRNode, exp.Expression] | None = None
     for key, value in node.attrs:
         if not key.startswith("@") and key not in kinds_sg.DERIVED_ATTRS:
-            args[key] = list(value) if isinstance(value, tuple) else value
+            if isinstance(value, tuple) and value[:1] == ("@enum",):
+                args[key] = _ENUMS[value[1]][value[2]]
+            else:
+                args[key] = list(value) if isinstance(value, tuple) else value
     for role, child in zip(node.roles, node.children, strict=True):
         child_node = graph[child]
         if role == LIMIT_ROLE and child_node.attr("form") == "ROWNUM":
