@@ -251,7 +251,7 @@ class AIRGraph:
         nodes = {n["id"]: AIRNode.from_json(n) for n in data["nodes"]}
         root = nodes[data["root"]]
         context = AIRContext(root.dialect or "postgres", root.attr("engine"))
-        return cls(data["root"], MappingProxyType(nodes), context, root.attr("source", ""))
+        return cls(data["root"], MappingProxyType(nodes), context)
 
 
 def node_id(

@@ -433,11 +433,10 @@ def encode_error(
     sqlstate: str, text: str, *, fatal: bool = False, detail: str | None = None
 ) -> bytes:
     severity = "FATAL" if fatal else "ERROR"
-    payload = b"S" + _cstr(severity) + b"V" + _cstr(severity)
-    payload += b"C" + _cstr(sqlstate) + b"M" + _cstr(text)
+    fields = {"S": severity, "V": severity, "C": sqlstate, "M": text}
     if detail:
-        payload += b"D" + _cstr(detail)
-    return message(BE.ERROR_RESPONSE, payload + b"\x00")
+        fields["D"] = detail
+    return encode_error_fields(fields)
 
 
 def encode_error_fields(fields: Mapping[str, str]) -> bytes:
