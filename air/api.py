@@ -66,27 +66,13 @@ def emit(graph: AIRGraph, dialect: str | None = None) -> str:
     origin = graph.dialect
     if origin == "postgres":
         text = pg.emit(graph)
-        if target == origin:
-            return text
-        _check_expressible(graph, target)
-        return sg.transpile(text, "postgres", target)
+        return text if target == origin else sg.transpile(text, "postgres", target)
     root = graph.root_node
     if root.kind == "OPAQUE" and root.attr("@sg") is None:
         if target == origin:
             return str(root.value)
         raise EmissionError(f"an unmodelled {origin} statement cannot be translated", target)
     return sg.generate(sg.rebuild(graph, target), target)
-
-
-# Dialects whose row limit can keep ties (FETCH FIRST ... WITH TIES).
-_WITH_TIES = frozenset(("postgres", "oracle"))
-
-
-def _check_expressible(graph: AIRGraph, target: str) -> None:
-    """Refuse what sqlglot would translate into different SQL without saying so."""
-    for node in graph.walk():
-        if node.kind == "LIMIT" and node.attr("with_ties") and target not in _WITH_TIES:
-            raise EmissionError("FETCH FIRST ... WITH TIES has no equivalent", target)
 
 
 def transpile(sql: str, read: str, write: str) -> list[str]:

@@ -236,8 +236,20 @@ def _lower_ilike(node: exp.Expression) -> exp.Expression:
     return node
 
 
+# Dialects whose row limit can keep ties (FETCH FIRST ... WITH TIES).
+_WITH_TIES = frozenset(("postgres", "oracle"))
+
+
 def target_forms(expression: exp.Expression, dialect: str) -> exp.Expression:
-    """Rewrite constructs the target lacks into its own forms (spec §6, in reverse)."""
+    """Rewrite constructs the target lacks into its own forms (spec §6, in reverse).
+
+    What has no form there is refused: sqlglot would otherwise write different
+    SQL without saying so (a plain LIMIT for FETCH ... WITH TIES).
+    """
+    if dialect not in _WITH_TIES:
+        for options in expression.find_all(exp.LimitOptions):
+            if options.args.get("with_ties"):
+                raise EmissionError("FETCH FIRST ... WITH TIES has no equivalent", dialect)
     caps = CAPS.get(dialect)
     if caps is not None and not caps.ilike:
         expression = expression.transform(_lower_ilike)

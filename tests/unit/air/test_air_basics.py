@@ -128,3 +128,10 @@ def test_cross_dialect_emission_refuses_what_it_cannot_express(
 ) -> None:
     with pytest.raises(air.EmissionError, match=reason):
         air.emit(air.lower(sql), target)
+
+
+def test_with_ties_is_refused_whatever_the_origin_dialect() -> None:
+    g = air.lower("SELECT a FROM t ORDER BY a FETCH FIRST 3 ROWS WITH TIES", "oracle")
+    assert "WITH TIES" in air.emit(g, "postgres")
+    with pytest.raises(air.EmissionError, match="WITH TIES"):
+        air.emit(g, "mysql")
