@@ -56,3 +56,16 @@ def test_empty_query_and_pipelined_simple_queries(proxy: ProxyProcess, pg: PgSer
                     BE.DATA_ROW, BE.COMMAND_COMPLETE, BE.READY_FOR_QUERY,
                     BE.EMPTY_QUERY_RESPONSE, BE.READY_FOR_QUERY]  # fmt: skip
     client.close()
+
+
+def test_gssenc_request_is_declined_and_the_session_continues(
+    proxy: ProxyProcess, pg: PgServer
+) -> None:
+    client = RawClient(proxy.host, proxy.port)
+    client.send(struct.pack("!II", 8, 80877104))  # GSSENCRequest
+    assert client.sock.recv(1) == b"N"
+    client.startup(pg.user, pg.database)
+    client.send(codec.encode_query("select 'after gssenc'"))
+    rows = [m for t, m in client.read_until(BE.READY_FOR_QUERY) if t == BE.DATA_ROW]
+    assert rows and rows[0].endswith(b"after gssenc")
+    client.close()
