@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-from sqlx.air import events, pg, sg
+from sqlx.air import build, events, model, pg, pg_lower, sg
 from sqlx.air.errors import EmissionError, LoweringError
 from sqlx.air.model import AIRGraph, AIRNode
 
@@ -33,7 +33,7 @@ def lower_all(sql: str, dialect: str = "postgres", trace_id: str | None = None) 
     dialect = _dialect(dialect)
     events.emit("air.parse.start", trace_id=trace_id, dialect=dialect)
     try:
-        trees: list[Any] = list(pg.parse(sql) if dialect == "postgres" else sg.parse(sql, dialect))
+        trees: list[Any] = pg.parse_json(sql) if dialect == "postgres" else sg.parse(sql, dialect)
     except LoweringError as exc:
         events.emit("air.parse.error", trace_id=trace_id, dialect=dialect, error=exc.message)
         raise
@@ -102,6 +102,15 @@ def _shape_hash(graph: AIRGraph, node_id: str, memo: dict[str, str]) -> str:
         content = repr((node.type, node.kind, node.value, node.attrs, node.roles, kids))
     memo[node_id] = hashlib.blake2b(content.encode(), digest_size=8).hexdigest()
     return memo[node_id]
+
+
+def clear_memos() -> None:
+    """Forget every memo lowering keeps (ids, round-trip verdicts, leaf nodes), as in a
+    process that has lowered nothing yet. Results never depend on them; timings do."""
+    pg._VERIFIED.clear()
+    build._IDS.clear()
+    model._CONTENT_REPR.clear()
+    pg_lower.clear_leaves()
 
 
 def literals(graph: AIRGraph) -> list[Any]:

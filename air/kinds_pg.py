@@ -9,7 +9,10 @@ upper snake case, which the validator reports as not normalised.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
+
+from sqlx.air.pg_tree import CONST_VALUES, const
 
 STATEMENT_KINDS = {
     "SelectStmt": "SELECT", "InsertStmt": "INSERT", "UpdateStmt": "UPDATE",
@@ -68,19 +71,20 @@ _NODE_KINDS = {
 }  # fmt: skip
 _CONST_KINDS = {"Integer": "INTEGER", "Float": "FLOAT", "String": "STRING",
                 "Boolean": "BOOLEAN", "BitString": "BITSTRING"}  # fmt: skip
-_CONST_FIELD = {"Integer": "ival", "Float": "fval", "String": "sval", "Boolean": "boolval",
-                "BitString": "bsval"}  # fmt: skip
+# A literal node's field and its default (libpg_query's JSON omits 0 and false).
+_CONST_FIELD = {cls: (key, default) for key, cls, default in CONST_VALUES}
 
 
 def upper_snake(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).upper()
 
 
-def statement_kind(cls: str, d: dict[str, Any]) -> str:
+def statement_kind(cls: str, body: dict[str, Any]) -> str:
+    """The canonical kind of a statement, from its libpg_query JSON body."""
     if cls == "SelectStmt":
-        op = d.get("op", {}).get("name", "SETOP_NONE")
+        op = body.get("op", "SETOP_NONE")
         return "SELECT" if op == "SETOP_NONE" else op.removeprefix("SETOP_")
-    if cls == "GrantStmt" and not d.get("is_grant", False):
+    if cls == "GrantStmt" and not body.get("is_grant", False):
         return "REVOKE"
     if cls in STATEMENT_KINDS:
         return STATEMENT_KINDS[cls]
@@ -90,82 +94,142 @@ def statement_kind(cls: str, d: dict[str, Any]) -> str:
     return upper_snake(cls.removesuffix("Stmt"))
 
 
-def const_value(d: dict[str, Any]) -> Any:
-    """The Python value of an A_Const (None for NULL or a non-constant)."""
-    if d.get("@") != "A_Const" or d.get("isnull"):
-        return None
-    val = d.get("val", {})
-    raw = val.get(_CONST_FIELD.get(val.get("@", ""), ""))
-    if val.get("@") == "Float":
+def _const(body: dict[str, Any]) -> tuple[str, Any]:
+    """(kind, Python value) of an A_Const body."""
+    found = None if body.get("isnull") else const(body)
+    if found is None:
+        return ("NULL" if body.get("isnull") else "CONSTANT"), None
+    _key, cls, raw = found
+    if cls == "Float":
         try:
-            return float(raw)
+            return "FLOAT", float(raw)
         except (TypeError, ValueError):
-            return raw
-    return raw
+            return "FLOAT", raw
+    return _CONST_KINDS[cls], raw
 
 
-def _names(fields: tuple[dict[str, Any], ...]) -> list[str]:
-    return ["*" if f.get("@") == "A_Star" else str(f.get("sval", "")) for f in fields]
+def const_value(node: dict[str, Any]) -> Any:
+    """The Python value of a JSON-wrapped A_Const (None for NULL or a non-constant)."""
+    body = node.get("A_Const")
+    return None if body is None else _const(body)[1]
 
 
-def classify(cls: str, d: dict[str, Any]) -> tuple[str, str, Any, str | None, list]:
-    """(type, kind, value, alias, extra attrs) of one pglast node."""
-    if cls.endswith("Stmt"):
-        return "statement", statement_kind(cls, d), None, None, []
-    if cls == "A_Const":
-        if d.get("isnull"):
-            return "literal", "NULL", None, None, []
-        kind = _CONST_KINDS.get(d.get("val", {}).get("@", ""), "CONSTANT")
-        return "literal", kind, const_value(d), None, []
-    if cls == "A_Expr":
-        return _expr(d)
-    if cls == "BoolExpr":
-        return "expr", d["boolop"]["name"].removesuffix("_EXPR"), None, None, []
-    if cls == "NullTest":
-        kind = "IS_NULL" if d["nulltesttype"]["name"] == "IS_NULL" else "IS_NOT_NULL"
-        return "expr", kind, None, None, []
-    if cls == "FuncCall":
-        name = ".".join(_names(d.get("funcname", ())))
-        return "function", name.rsplit(".", 1)[-1].upper(), name, None, []
-    if cls == "ColumnRef":
-        return "identifier", "COLUMN", ".".join(_names(d.get("fields", ()))), None, []
-    if cls == "RangeVar":
-        name = ".".join(p for p in (d.get("catalogname"), d.get("schemaname"), d.get("relname"))
-                        if p)  # fmt: skip
-        alias = d.get("alias", {}).get("aliasname")
-        return "identifier", "TABLE", name, alias, []
-    if cls == "ResTarget":
-        return "expr", "TARGET", None, d.get("name"), []
-    if cls == "ParamRef":
-        return "expr", "PARAM", d.get("number"), None, []
-    if cls == "String":
-        return "identifier", "NAME", d.get("sval"), None, []
-    if cls in _NODE_KINDS:
-        type_, kind = _NODE_KINDS[cls]
-        value = d.get(_CONST_FIELD.get(cls, "")) if type_ == "literal" else None
-        return type_, kind, value, None, []
-    return "expr", upper_snake(cls), None, None, []
+def _names(items: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for item in items:
+        ((cls, body),) = item.items()
+        out.append("*" if cls == "A_Star" else str(body.get("sval", "")))
+    return out
 
 
-def _expr(d: dict[str, Any]) -> tuple[str, str, Any, str | None, list]:
-    kind_name = d["kind"]["name"]
-    op = ".".join(_names(d.get("name", ())))
+Classified = tuple[str, str, Any, "str | None", "tuple[tuple[str, Any], ...]"]
+Classifier = Callable[[dict[str, Any]], Classified]
+_NOTHING: tuple[tuple[str, Any], ...] = ()
+
+
+def _a_const(body: dict[str, Any]) -> Classified:
+    kind, value = _const(body)
+    return "literal", kind, value, None, _NOTHING
+
+
+def _bool_expr(body: dict[str, Any]) -> Classified:
+    return "expr", body.get("boolop", "AND_EXPR").removesuffix("_EXPR"), None, None, _NOTHING
+
+
+def _null_test(body: dict[str, Any]) -> Classified:
+    kind = "IS_NULL" if body.get("nulltesttype", "IS_NULL") == "IS_NULL" else "IS_NOT_NULL"
+    return "expr", kind, None, None, _NOTHING
+
+
+def _func_call(body: dict[str, Any]) -> Classified:
+    name = ".".join(_names(body.get("funcname", ())))
+    return "function", name.rsplit(".", 1)[-1].upper(), name, None, _NOTHING
+
+
+def _column_ref(body: dict[str, Any]) -> Classified:
+    return "identifier", "COLUMN", ".".join(_names(body.get("fields", ()))), None, _NOTHING
+
+
+def _range_var(body: dict[str, Any]) -> Classified:
+    alias = body.get("alias", {}).get("aliasname")
+    return "identifier", "TABLE", _relation(body), alias, _NOTHING
+
+
+_CLASSIFIERS: dict[str, Classifier] = {
+    "A_Const": _a_const, "BoolExpr": _bool_expr, "NullTest": _null_test, "FuncCall": _func_call,
+    "ColumnRef": _column_ref, "RangeVar": _range_var,
+}  # fmt: skip
+# Classes whose type and kind are fixed and whose value and alias are plain fields:
+# (type, kind, value field, its default, alias field).
+Static = tuple[str, str, "str | None", Any, "str | None"]
+_STATIC: dict[str, Static] = {
+    "ResTarget": ("expr", "TARGET", None, None, "name"),
+    "ParamRef": ("expr", "PARAM", "number", 0, None),
+    "String": ("identifier", "NAME", "sval", None, None),
+}  # fmt: skip
+
+
+def static(cls: str) -> Static | None:
+    """How a `cls` node is classified when no code is needed (see `_STATIC`), else None."""
+    if cls in _STATIC:
+        return _STATIC[cls]
+    if cls in _CLASSIFIERS or cls.endswith("Stmt") or cls == "A_Expr":
+        return None
+    type_, kind = _NODE_KINDS.get(cls, ("expr", upper_snake(cls)))
+    if type_ == "literal":
+        key, default = _CONST_FIELD[cls]
+        return type_, kind, key, default, None
+    return type_, kind, None, None, None
+
+
+def classifier(cls: str) -> Classifier:
+    """The function giving (type, kind, value, alias, extra attrs) of a `cls` node's JSON body."""
+    found = _CLASSIFIERS.get(cls)
+    if found is not None:
+        return found
+    fixed = static(cls)
+    if fixed is not None:
+        type_, kind, value_key, default, alias_key = fixed
+
+        def found(body: dict[str, Any]) -> Classified:
+            value = body.get(value_key, default) if value_key else None
+            return type_, kind, value, body.get(alias_key) if alias_key else None, _NOTHING
+    elif cls.endswith("Stmt"):
+        found = lambda body: ("statement", statement_kind(cls, body), None, None, _NOTHING)  # noqa: E731
+    else:
+        found = _expr
+    _CLASSIFIERS[cls] = found
+    return found
+
+
+def classify(cls: str, body: dict[str, Any]) -> Classified:
+    """(type, kind, value, alias, extra attrs) of one node, from its libpg_query JSON body."""
+    return classifier(cls)(body)
+
+
+def _relation(d: dict[str, Any]) -> str:
+    return ".".join(p for p in (d.get("catalogname"), d.get("schemaname"), d.get("relname")) if p)
+
+
+def _expr(body: dict[str, Any]) -> Classified:
+    kind_name = body.get("kind", "AEXPR_OP")
+    op = ".".join(_names(body.get("name", ())))
     negated = op.startswith("!")
     if kind_name in ("AEXPR_LIKE", "AEXPR_ILIKE"):
-        extra = [("case_insensitive", kind_name == "AEXPR_ILIKE")]
+        extra = (("case_insensitive", kind_name == "AEXPR_ILIKE"),)
         return "expr", "NOT_LIKE" if negated else "LIKE", None, None, extra
     if kind_name == "AEXPR_IN":
-        return "expr", "NOT_IN" if op == "<>" else "IN", None, None, []
+        return "expr", "NOT_IN" if op == "<>" else "IN", None, None, _NOTHING
     if kind_name in _EXPR_KINDS:
-        return "expr", _EXPR_KINDS[kind_name], None, None, []
+        return "expr", _EXPR_KINDS[kind_name], None, None, _NOTHING
     if op in _JSON_OPERATORS:
         scalar, path = _JSON_OPERATORS[op]
-        return "expr", "JSON_EXTRACT", None, None, [("scalar", scalar), ("path", path)]
-    return "expr", _OPERATORS.get(op, "OPERATOR"), None, None, [("operator", op)]
+        return "expr", "JSON_EXTRACT", None, None, (("scalar", scalar), ("path", path))
+    return "expr", _OPERATORS.get(op, "OPERATOR"), None, None, (("operator", op),)
 
 
 def references(tree: Any) -> tuple[list[str], list[str]]:
-    """Relations and columns named anywhere in a parse tree (for OPAQUE nodes)."""
+    """Relations and columns named anywhere in a pglast-form tree (for OPAQUE nodes)."""
     relations: list[str] = []
     columns: list[str] = []
 
@@ -173,11 +237,13 @@ def references(tree: Any) -> tuple[list[str], list[str]]:
         if isinstance(node, dict):
             cls = node.get("@")
             if cls == "RangeVar":
-                name = classify(cls, node)[2]
+                name = _relation(node)
                 if name not in relations:
                     relations.append(name)
             elif cls == "ColumnRef":
-                name = ".".join(_names(node.get("fields", ())))
+                parts = node.get("fields", ())
+                name = ".".join("*" if f.get("@") == "A_Star" else str(f.get("sval", ""))
+                                for f in parts)  # fmt: skip
                 if name not in columns:
                     columns.append(name)
             for value in node.values():

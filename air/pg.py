@@ -1,9 +1,9 @@
 """PostgreSQL ↔ AIR, through pglast (PostgreSQL's own grammar decides validity).
 
-Lowering maps every pglast node to one AIR node: the canonical kind, type and
-value come from `kinds_pg`, and the node's own fields ride along as
-attributes and role-named children, so emission rebuilds the exact pglast
-tree and deparses it. Lowering checks that promise for every statement:
+Lowering (`pg_lower`) maps every parse-tree node to one AIR node whose
+fields ride along as attributes and role-named children, so emission
+rebuilds the exact pglast tree and deparses it. Lowering checks that
+promise once per query shape:
 if the deparsed text does not parse back to the same tree (locations aside),
 the statement becomes an OPAQUE node that keeps its source text, relations
 and columns.
@@ -17,98 +17,37 @@ import pglast
 from pglast import ast
 from pglast.stream import RawStream
 
-from sqlx.air import kinds_pg
-from sqlx.air.build import GraphBuilder, add_members
+from sqlx.air import kinds_pg, pg_tree
+from sqlx.air.build import GraphBuilder
 from sqlx.air.errors import EmissionError, LoweringError
 from sqlx.air.model import AIRGraph, AIRNode
+from sqlx.air.pg_lower import LIMIT_ROLE, Lowerer
+from sqlx.air.pg_tree import is_position
 
 DIALECT = "postgres"
-# Source positions: not part of a statement's meaning (PostgreSQL 17 added list bounds).
-_POSITION_FIELDS = frozenset(("location", "stmt_location", "stmt_len", "rexpr_list_start",
-                              "rexpr_list_end", "list_start", "list_end"))  # fmt: skip
-LIMIT_ROLE = "@limit"
 
 
-def parse(sql: str) -> tuple[dict[str, Any], ...]:
+def parse_json(sql: str) -> list[dict[str, Any]]:
+    """The RawStmt bodies of `sql` (libpg_query JSON); LoweringError if invalid."""
     try:
-        return tuple(raw(skip_none=True) for raw in pglast.parse_sql(sql))
+        return pg_tree.parse_json(sql)
     except pglast.parser.ParseError as exc:
         position = exc.args[1] if len(exc.args) > 1 else None
         raise LoweringError(str(exc.args[0]), position, DIALECT) from exc
 
 
-def _is_position(key: str) -> bool:
-    return key in _POSITION_FIELDS or key.endswith("_location")
+def parse(sql: str) -> tuple[dict[str, Any], ...]:
+    """The RawStmt trees of `sql` in pglast's dict form; LoweringError if invalid."""
+    return tuple(pg_tree.to_pglast("RawStmt", raw) for raw in parse_json(sql))
 
 
 def strip_positions(tree: Any) -> Any:
-    """A parse tree without source positions, for comparing trees."""
+    """A parse tree (pglast's form or libpg_query's JSON) without source positions."""
     if isinstance(tree, dict):
-        return {k: strip_positions(v) for k, v in tree.items() if not _is_position(k)}
-    if isinstance(tree, tuple):
+        return {k: strip_positions(v) for k, v in tree.items() if not is_position(k, v)}
+    if isinstance(tree, tuple | list):
         return tuple(strip_positions(v) for v in tree)
     return tree
-
-
-class _Lowerer:
-    def __init__(self, builder: GraphBuilder) -> None:
-        self.b = builder
-
-    def node(self, d: dict[str, Any]) -> str:
-        cls = d["@"]
-        attrs: list[tuple[str, Any]] = [("@pg", cls)]
-        children: list[str] = []
-        roles: list[str] = []
-        fields = dict(d)
-        if cls == "SelectStmt" and ("limitCount" in fields or "limitOffset" in fields):
-            children.append(self._limit(fields))
-            roles.append(LIMIT_ROLE)
-        for key, val in fields.items():
-            if key == "@" or _is_position(key):
-                continue
-            if isinstance(val, dict):
-                if "#" in val:  # an enum: its name is enough to rebuild it
-                    attrs.append((key, val["name"]))
-                else:
-                    children.append(self.node(val))
-                    roles.append(key)
-            elif isinstance(val, tuple):
-                add_members(key, val, self.item, children, roles, attrs)
-            else:
-                attrs.append((key, val))
-        type_, kind, value, alias, extra = kinds_pg.classify(cls, d)
-        loc = d.get("location")
-        span = (loc, loc) if isinstance(loc, int) and loc >= 0 else None
-        return self.b.add(type_, kind, value=value, alias=alias, attrs=attrs + extra,
-                          children=children, roles=roles, span=span)  # fmt: skip
-
-    def item(self, item: Any) -> str:
-        if isinstance(item, dict):
-            return self.node(item)
-        if isinstance(item, tuple):
-            kids = [self.item(i) for i in item]
-            return self.b.add("expr", "LIST", children=kids, roles=["items[]"] * len(kids))
-        return self.b.add("literal", "VALUE", value=item)
-
-    def _limit(self, fields: dict[str, Any]) -> str:
-        """Spec §6: LIMIT / FETCH FIRST / OFFSET become one LIMIT clause (count, offset)."""
-        children, roles = [], []
-        count = fields.pop("limitCount", None)
-        offset = fields.pop("limitOffset", None)
-        option = fields.pop("limitOption", None)
-        value = None
-        if count is not None:
-            children.append(self.node(count))
-            roles.append("count")
-            value = kinds_pg.const_value(count)
-        if offset is not None:
-            children.append(self.node(offset))
-            roles.append("offset")
-        attrs = [("option", option["name"])] if option else []
-        if option and option["name"] == "LIMIT_OPTION_WITH_TIES":
-            attrs.append(("with_ties", True))
-        return self.b.add("clause", "LIMIT", value=value, attrs=attrs, children=children,
-                          roles=roles)  # fmt: skip
 
 
 # Whether statements of a shape (pglast fingerprint) round-trip through the
@@ -127,8 +66,8 @@ def _round_trips(graph: AIRGraph, raw: dict[str, Any], source: str) -> bool:
     if known is not None:
         return known
     try:
-        emitted = emit(graph)
-        same = strip_positions(parse(emitted)) == (strip_positions({**raw, "@": "RawStmt"}),)
+        again = parse_json(emit(graph))
+        same = len(again) == 1 and strip_positions(again[0]) == strip_positions(raw)
     except Exception:  # any deparser failure means: not modelled
         same = False
     if shape:
@@ -139,12 +78,12 @@ def _round_trips(graph: AIRGraph, raw: dict[str, Any], source: str) -> bool:
 
 
 def lower_statement(raw: dict[str, Any], sql: str) -> AIRGraph:
-    """One RawStmt (as a dict) of `sql` to a graph, or OPAQUE if it would not round-trip."""
+    """One RawStmt (libpg_query JSON) of `sql` to a graph, or OPAQUE if it would not round-trip."""
     start = raw.get("stmt_location", 0)
     length = raw.get("stmt_len", 0) or len(sql) - start
     source = sql[start : start + length].strip()
     builder = GraphBuilder(DIALECT)
-    root = _Lowerer(builder).node(raw["stmt"])
+    root = Lowerer(builder).wrapped(raw["stmt"])
     graph = builder.build(root, source=source)
     if not _round_trips(graph, raw, source):
         return opaque(raw, source)
@@ -153,12 +92,13 @@ def lower_statement(raw: dict[str, Any], sql: str) -> AIRGraph:
 
 def opaque(raw: dict[str, Any], source: str) -> AIRGraph:
     """A statement AIR does not model: its exact text, relations and columns."""
-    relations, columns = kinds_pg.references(raw)
+    relations, columns = kinds_pg.references(pg_tree.to_pglast("RawStmt", raw))
     builder = GraphBuilder(DIALECT)
     kids = [builder.add("identifier", "TABLE", value=r) for r in relations]
     kids += [builder.add("identifier", "COLUMN", value=c) for c in columns]
     roles = ["relations[]"] * len(relations) + ["columns[]"] * len(columns)
-    statement = kinds_pg.statement_kind(raw["stmt"]["@"], raw["stmt"])
+    ((cls, body),) = raw["stmt"].items()
+    statement = kinds_pg.statement_kind(cls, body)
     root = builder.add("statement", "OPAQUE", value=source, attrs=[("statement", statement)],
                        children=kids, roles=roles)  # fmt: skip
     return builder.build(root, source=source)

@@ -52,14 +52,6 @@ class AIRPlan:
                 "cost": self.cost, "hints": list(self.hints)}  # fmt: skip
 
 
-def _tables(graph: AIRGraph) -> list[AIRNode]:
-    seen: dict[str, AIRNode] = {}
-    for node, _ in shape.tree(graph):
-        if node.kind == "TABLE" and node.value and node.id not in seen:
-            seen[node.id] = node
-    return list(seen.values())
-
-
 def plan(graph: AIRGraph) -> AIRPlan:
     """The logical plan of `graph`; the same graph always gives the same plan."""
     cached = graph._cache.get("plan")
@@ -81,8 +73,10 @@ def _plan(graph: AIRGraph) -> AIRPlan:
         steps.append(AirStep(sid, op, tuple(inputs), outputs, predicates, COST[op] * factor))
         return sid
 
-    current = [step("scan", [], (str(t.value),)) for t in _tables(graph)]
-    joins = [n for n, _ in shape.tree(graph) if n.kind == "JOIN"]
+    nodes = shape.first_visits(graph)
+    tables = [n for n in nodes if n.kind == "TABLE" and n.value]
+    joins = [n for n in nodes if n.kind == "JOIN"]
+    current = [step("scan", [], (str(t.value),)) for t in tables]
     if len(current) > 1:
         last = current[0]
         for i, other in enumerate(current[1:]):
@@ -98,14 +92,14 @@ def _plan(graph: AIRGraph) -> AIRPlan:
     elif root.kind in ("UPDATE", "DELETE"):
         hints.append(f"{root.kind} without WHERE touches every row")
     group = shape.child(graph, root, "group")
-    has_agg = any(shape.is_aggregate(n) for n, _ in shape.tree(graph))
+    has_agg = any(shape.is_aggregate(n) for n in nodes)
     if group or has_agg:
         current = [step("aggregate", current, factor=1.0 + len(group))]
         having = shape.child(graph, root, "having")
         if having:
             current = [step("filter", current, predicates=tuple(p.id for p in having))]
     order = shape.child(graph, root, "order")
-    limit = next((n for n in graph.walk() if n.kind == "LIMIT"), None)
+    limit = next((n for n in nodes if n.kind == "LIMIT"), None)
     if order:
         # A sort under a limit is a top-N sort: cheaper than a full one.
         current = [step("sort", current, factor=0.5 if limit else 1.0)]
@@ -124,8 +118,19 @@ def _plan(graph: AIRGraph) -> AIRPlan:
 
 
 def _predicate_count(graph: AIRGraph, roots: list[AIRNode]) -> float:
-    count = sum(1 for r in roots for n, _ in shape.tree(graph, r.id) if n.kind in shape.COMPARISONS)
-    return float(max(count, 1))
+    """Comparisons under `roots`, a shared subexpression counted at each place it occurs."""
+    memo: dict[str, int] = {}
+
+    def count(node: AIRNode) -> int:
+        found = memo.get(node.id)
+        if found is None:
+            found = int(node.kind in shape.COMPARISONS)
+            if node.type != "literal":
+                found += sum(count(graph.nodes[c]) for c in node.children)
+            memo[node.id] = found
+        return found
+
+    return float(max(sum(count(r) for r in roots), 1))
 
 
 def _label(graph: AIRGraph, node: AIRNode) -> str:

@@ -57,6 +57,24 @@ def tree(
         yield from tree(graph, kid, depth + 1)
 
 
+def first_visits(graph: AIRGraph, node_id: str | None = None) -> list[AIRNode]:
+    """The nodes of `tree` in its order, each at its first visit only (no literal parts)."""
+    nodes = graph.nodes
+    seen: set[str] = set()
+    out: list[AIRNode] = []
+    stack = [node_id or graph.root]
+    while stack:
+        nid = stack.pop()
+        if nid in seen:
+            continue
+        seen.add(nid)
+        node = nodes[nid]
+        out.append(node)
+        if node.type != "literal" and node.children:
+            stack.extend(reversed(node.children))
+    return out
+
+
 def is_subquery(node: AIRNode) -> bool:
     return node.kind == "SUBQUERY" or (node.type == "statement" and node.kind in (
         "SELECT", "UNION", "INTERSECT", "EXCEPT"))  # fmt: skip

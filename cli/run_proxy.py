@@ -25,6 +25,7 @@ from sqlx.proxy.embedded import ClusterError, LocalCluster
 from sqlx.proxy.http import HttpServer
 from sqlx.proxy.pg.server import PgProxy, server_tls_context
 from sqlx.proxy.pg.upstream import UpstreamTarget, parse_dsn
+from sqlx.proxy.runtime import tune_gc
 
 log = structlog.get_logger("sqlx")
 
@@ -105,6 +106,7 @@ class ProxyApp:
             log.error("cannot load the TLS certificate", error=str(exc))
             return 1
         host, port = _split(config.proxy.listen)
+        tune_gc()
         try:
             port = await self.proxy.start(host, port)
         except OSError as exc:

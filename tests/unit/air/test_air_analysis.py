@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -46,11 +45,11 @@ def test_valid_graphs_have_no_diagnostics(dialect: str) -> None:
 def test_validation_finds_broken_graphs() -> None:
     g = air.lower("SELECT a FROM t WHERE b = 1")
     leaf = next(n for n in g.walk() if n.kind == "INTEGER")
-    forged = dataclasses.replace(leaf, value=2)  # content changed, id kept
+    forged = leaf._replace(value=2)  # content changed, id kept
     broken = AIRGraph(g.root, {**g.nodes, leaf.id: forged}, g.context)
     assert any("hash unstable" in d.hint for d in validate(broken))
     root = g.root_node
-    dangling = dataclasses.replace(root, children=(*root.children, "air:expr:X-0"),
+    dangling = root._replace(children=(*root.children, "air:expr:X-0"),
                                    roles=(*root.roles, "x"))  # fmt: skip
     broken = AIRGraph(g.root, {**g.nodes, g.root: dangling}, g.context)
     assert any("missing node air:expr:X-0" in d.hint for d in validate(broken))

@@ -7,6 +7,7 @@ import pytest
 
 from sqlx import air
 from sqlx.air import pg
+from sqlx.air.api import clear_memos
 from sqlx.air.model import AIRGraph
 
 
@@ -91,6 +92,19 @@ def test_identity_hash_fingerprint_and_literals() -> None:
     assert air.fingerprint(a) == air.fingerprint(c)
     assert air.fingerprint(a) == pglast.parser.fingerprint("SELECT * FROM users WHERE id = 42")
     assert air.literals(a) == [42] and air.literals(c) == [7]
+
+
+def test_ids_do_not_depend_on_what_the_process_has_lowered_before() -> None:
+    """The memos behind fast lowering never change an id: 1, 1.0 and true stay apart."""
+    statements = ["SELECT 1 FROM t WHERE a = 1", "SELECT 1.0 FROM t WHERE a = 1.0",
+                  "SELECT true FROM t WHERE a = true", "SELECT '1' FROM t WHERE a = '1'",
+                  "SELECT 0 FROM t WHERE a = -0.0", "SELECT 0 FROM t WHERE a = 0.0"]  # fmt: skip
+    warm = [air.lower(sql).to_json() for sql in statements * 2]
+    clear_memos()
+    cold = [air.lower(sql).to_json() for sql in statements * 2]
+    assert warm == cold
+    roots = {g["root"] for g in warm}
+    assert len(roots) == len(statements)
 
 
 def test_invalid_sql_is_a_lowering_error_with_position() -> None:
