@@ -6,7 +6,15 @@ from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
 
-from sqlx.air.model import AIRContext, AIRGraph, AIRNode, Scalar, _freeze, node_id
+from sqlx.air.model import (
+    AIRContext,
+    AIRGraph,
+    AIRNode,
+    Scalar,
+    _freeze,
+    fresh_node_id,
+    node_id,
+)
 
 
 def add_members(
@@ -33,22 +41,20 @@ _IDS_MAX = 200_000
 
 # Building a node straight from a tuple skips the named tuple's Python-level __new__.
 _new_node = tuple.__new__
-_LINEAGE = AIRNode._fields.index("lineage")
 
 
 class GraphBuilder:
     """Collects nodes bottom-up, then builds the graph of one root.
 
-    Two ways in: `add` for any caller, and `add_frozen` for a lowerer whose
-    every node lies under the root it ends with (the hot path: such a node
-    is built once, at `build`, with its parents already known).
+    `add` is for any caller; `add_frozen` and `add_fresh` for a lowerer whose
+    attributes are already frozen (the hot path). Nodes that end up outside
+    the root's graph are dropped by `build` once any caller used `add`.
     """
 
     def __init__(self, dialect: str) -> None:
         self.dialect = dialect
         self.nodes: dict[str, AIRNode] = {}
-        self._pending: dict[str, tuple[Any, ...]] = {}
-        self._parents: dict[str, list[str]] = {}
+        self._may_orphan = False
 
     def add(
         self,
@@ -61,12 +67,14 @@ class GraphBuilder:
         children: list[str] | tuple[str, ...] = (),
         roles: list[str] | tuple[str, ...] = (),
         span: tuple[int, int] | None = None,
+        lineage: tuple[str, ...] = (),
     ) -> str:
+        self._may_orphan = True
         frozen = tuple((k, _freeze(v)) for k, v in attrs)
         kids, kid_roles = tuple(children), tuple(roles)
         nid = node_id(type_, kind, value, alias, frozen, (), kids, kid_roles, self.dialect)
         if nid not in self.nodes:
-            self.nodes[nid] = AIRNode(nid, type_, kind, kids, value, alias, (), span, (),
+            self.nodes[nid] = AIRNode(nid, type_, kind, kids, value, alias, (), span, lineage,
                                       kid_roles, frozen, self.dialect)  # fmt: skip
         return nid
 
@@ -81,7 +89,7 @@ class GraphBuilder:
         roles: tuple[str, ...],
         span: tuple[int, int] | None,
     ) -> str:
-        """`add` for attributes that are already scalars or tuples, every node under the root."""
+        """`add` for attributes that are already scalars or tuples."""
         # Hashing a node's repr costs microseconds; a tuple lookup a fifth of that. The
         # value's class is part of the key because 1 == 1.0 == True in Python; attribute
         # values need no such care, as a field of a parser class always has one type.
@@ -92,48 +100,46 @@ class GraphBuilder:
             if len(_IDS) >= _IDS_MAX:
                 _IDS.clear()
             _IDS[key] = nid
-        if nid not in self._pending:
-            self._pending[nid] = (type_, kind, children, value, alias, span, roles, attrs)
-            parents = self._parents
-            for child in children:
-                seen = parents.get(child)
-                if seen is None:
-                    parents[child] = [nid]
-                elif seen[-1] != nid:  # a child twice in one parent is one parent
-                    seen.append(nid)
+        nodes = self.nodes
+        if nid not in nodes:
+            fields = (nid, type_, kind, children, value, alias, (), span, (), roles, attrs,
+                      self.dialect)  # fmt: skip
+            nodes[nid] = _new_node(AIRNode, fields)
         return nid
 
-    def entry(self, nid: str) -> tuple[str, tuple[Any, ...]]:
-        """A node added by `add_frozen`, in the form `add_known` takes back."""
-        return nid, self._pending[nid]
-
-    def add_known(self, entry: tuple[str, tuple[Any, ...]]) -> str:
-        """Add again a childless node `entry` gave for any builder of this dialect."""
-        nid, fields = entry
-        if nid not in self._pending:
-            self._pending[nid] = fields
+    def add_fresh(
+        self,
+        type_: str,
+        kind: str,
+        value: Scalar,
+        alias: str | None,
+        attrs: tuple[tuple[str, Any], ...],
+        children: tuple[str, ...],
+        roles: tuple[str, ...],
+        span: tuple[int, int] | None,
+    ) -> str:
+        """`add_frozen` for a node whose caller keeps its own memo (`add_known`)."""
+        nid = fresh_node_id(type_, kind, value, alias, attrs, children, roles, self.dialect)
+        if nid not in self.nodes:
+            fields = (nid, type_, kind, children, value, alias, (), span, (), roles, attrs,
+                      self.dialect)  # fmt: skip
+            self.nodes[nid] = _new_node(AIRNode, fields)
         return nid
+
+    def add_known(self, node: AIRNode) -> str:
+        """Add again a node of an earlier graph of this dialect (its children already added)."""
+        if node.id not in self.nodes:
+            self.nodes[node.id] = node
+        return node.id
 
     def build(
         self, root: str, *, source: str = "", engine: str | None = None,
         trace_id: str | None = None,
     ) -> AIRGraph:  # fmt: skip
-        """The graph under `root`, each node given its parents (lineage)."""
-        nodes = self._built_pending() if self._pending else self._reachable(root)
+        """The graph under `root`."""
+        nodes = self._reachable(root) if self._may_orphan else self.nodes
         context = AIRContext(self.dialect, engine)
         return AIRGraph(root, MappingProxyType(nodes), context, source, trace_id)
-
-    def _built_pending(self) -> dict[str, AIRNode]:
-        nodes = {}
-        parents = self._parents
-        dialect = self.dialect
-        for nid, (type_, kind, children, value, alias, span, roles, attrs) in self._pending.items():
-            up = parents.get(nid)
-            lineage = () if up is None else tuple(up) if len(up) == 1 else tuple(sorted(set(up)))
-            fields = (nid, type_, kind, children, value, alias, (), span, lineage, roles, attrs,
-                      dialect)  # fmt: skip
-            nodes[nid] = _new_node(AIRNode, fields)
-        return nodes
 
     def _reachable(self, root: str) -> dict[str, AIRNode]:
         reachable: dict[str, AIRNode] = {}
@@ -143,22 +149,4 @@ class GraphBuilder:
             if nid not in reachable:
                 node = reachable[nid] = self.nodes[nid]
                 stack.extend(node.children)
-        parents: dict[str, list[str]] = {}
-        for nid, node in reachable.items():
-            for child in node.children:
-                seen = parents.get(child)
-                if seen is None:
-                    parents[child] = [nid]
-                elif seen[-1] != nid:
-                    seen.append(nid)
-        nodes = {}
-        for nid, node in reachable.items():
-            up = parents.get(nid)
-            if up is None:
-                nodes[nid] = node
-            else:
-                if len(up) > 1:
-                    up = sorted(set(up))
-                fields = (*node[:_LINEAGE], tuple(up), *node[_LINEAGE + 1 :])
-                nodes[nid] = _new_node(AIRNode, fields)
-        return nodes
+        return reachable

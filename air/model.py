@@ -12,6 +12,11 @@ the spec's node fields plus three documented extensions every node may carry:
   origin parser's class under `"@pg"` or `"@sg"`, flags such as
   `case_insensitive`);
 - `dialect`: the dialect the node was lowered from.
+
+`lineage` (spec §5) is provenance: the ids of the nodes a node was derived
+from by a transformation (a tagged copy names its untagged source); a node
+lowered straight from source has none. A node's parents are not stored in
+it (they would double every edge): `AIRGraph.parents(id)` gives them.
 """
 
 from __future__ import annotations
@@ -205,6 +210,17 @@ class AIRGraph:
         for role, child in zip(node.roles, node.children, strict=True):
             yield role, self.nodes[child]
 
+    def parents(self, node_id: str) -> tuple[str, ...]:
+        """The ids of the nodes that have `node_id` as a child, sorted."""
+        table = self._cache.get("parents")
+        if table is None:
+            found: dict[str, set[str]] = {}
+            for nid, node in self.nodes.items():
+                for child in node.children:
+                    found.setdefault(child, set()).add(nid)
+            table = self._cache["parents"] = {k: tuple(sorted(v)) for k, v in found.items()}
+        return table.get(node_id, ())
+
     def walk(self, start: str | None = None) -> Iterator[AIRNode]:
         """Every node reachable from `start` (default root), each once, parents first."""
         seen: set[str] = set()
@@ -290,6 +306,25 @@ def node_id(
         if len(_CONTENT_REPR) >= _CONTENT_REPR_MAX:
             _CONTENT_REPR.clear()
         _CONTENT_REPR[key] = own
+    return _id(type_, kind, own, children)
+
+
+def fresh_node_id(
+    type_: str,
+    kind: str,
+    value: Scalar,
+    alias: str | None,
+    attrs: tuple[tuple[str, Any], ...],
+    children: tuple[str, ...],
+    roles: tuple[str, ...],
+    dialect: str | None,
+) -> str:
+    """`node_id` (untagged) without the memo: for a node whose content is unlikely to recur."""
+    own = repr((type_, kind, value, alias, attrs, (), roles, dialect, len(children)))
+    return _id(type_, kind, own, children)
+
+
+def _id(type_: str, kind: str, own: str, children: tuple[str, ...]) -> str:
     content = own + "\x00" + "\x00".join(children) if children else own
     digest = hashlib.blake2b(content.encode("utf-8"), digest_size=8).hexdigest()
     return f"air:{_ID_PREFIX[type_]}:{kind}-{digest}"

@@ -21,7 +21,7 @@ from sqlx.air import kinds_pg, pg_tree
 from sqlx.air.build import GraphBuilder
 from sqlx.air.errors import EmissionError, LoweringError
 from sqlx.air.model import AIRGraph, AIRNode
-from sqlx.air.pg_lower import LIMIT_ROLE, Lowerer
+from sqlx.air.pg_lower import CONST_ATTR, LIMIT_ROLE, Lowerer
 from sqlx.air.pg_tree import is_position
 
 DIALECT = "postgres"
@@ -117,7 +117,10 @@ def _rebuild(graph: AIRGraph, node: AIRNode) -> Any:
         raise EmissionError(f"node {node.id} has no PostgreSQL form", DIALECT)
     out: dict[str, Any] = {"@": cls}
     for key, value in node.attrs:
-        if not key.startswith("@") and key in _field_names(cls):
+        if key == CONST_ATTR:
+            field, vcls, raw = value
+            out["val"] = {"@": vcls} if raw is None else {"@": vcls, field: raw}
+        elif not key.startswith("@") and key in _field_names(cls):
             out[key] = list(value) if isinstance(value, tuple) else value
     for role, child in zip(node.roles, node.children, strict=True):
         child_node = graph[child]

@@ -18,9 +18,11 @@ from typing import Any
 
 from sqlx.air import kinds_pg, pg_tree
 from sqlx.air.build import GraphBuilder
+from sqlx.air.model import AIRNode
 from sqlx.air.pg_tree import CONST, ENUM, LIST, NODE, POSITION, SCALAR
 
 LIMIT_ROLE = "@limit"
+CONST_ATTR = "@val"  # A_Const's value node as (JSON field, class, value)
 _LIMIT_FIELDS = frozenset(("limitCount", "limitOffset", "limitOption"))
 _NULL_MEMBER = ("literal", "VALUE", None, None, (), (), (), None)
 
@@ -34,8 +36,9 @@ class Lowerer:
 
     def __init__(self, builder: GraphBuilder) -> None:
         self.add = builder.add_frozen
+        self.fresh = builder.add_fresh
         self.known = builder.add_known
-        self.entry = builder.entry
+        self.nodes = builder.nodes
 
     def wrapped(self, node: dict[str, Any]) -> str:
         """A JSON node `{"Class": {...}}` (or a List, or {} for a NULL list member)."""
@@ -73,10 +76,40 @@ class Lowerer:
 
 
 def clear_leaves() -> None:
+    _CONSTS.clear()
     for reader in _READERS.values():
         leaves = reader.__globals__.get("leaves")
         if leaves is not None:
             leaves.clear()
+
+
+_CONSTS: dict[tuple[Any, ...], AIRNode] = {}
+
+
+def _read_a_const(self: Lowerer, body: dict[str, Any]) -> str:
+    """A constant: one literal node, remembered by value (pglast's A_Const has no position).
+
+    The parser's value node (Integer, String ...) is the attribute `@val`
+    (class, field, text), not a child: it says nothing the literal does not.
+    """
+    isnull = body.get("isnull", False)
+    found = None if isnull else pg_tree.const(body)
+    key = (isnull, found, found[2].__class__ if found else None)
+    hit = _CONSTS.get(key)
+    if hit is not None:
+        return self.known(hit)
+    type_, kind, value, alias, _extra = kinds_pg.classify("A_Const", body)
+    attrs: tuple[tuple[str, Any], ...] = (("@pg", "A_Const"), ("isnull", isnull))
+    if found is not None:
+        attrs += ((CONST_ATTR, found),)
+    nid = self.fresh(type_, kind, value, alias, attrs, (), (), None)
+    if len(_CONSTS) >= _LEAVES_MAX:
+        _CONSTS.clear()
+    _CONSTS[key] = self.nodes[nid]
+    return nid
+
+
+_READERS["A_Const"] = _read_a_const
 
 
 def _indent(lines: list[str]) -> list[str]:
@@ -96,12 +129,9 @@ def _field_code(name: str, key: str, how: int, detail: Any) -> list[str]:
         return ["v = get('location', 0)", "span = (v, v) if v >= 0 else None"]
     if how == ENUM:
         return [get, f"attrs.append(({name!r}, {detail[1]!r} if v is None else v))"]
-    if how == CONST:
+    if how == CONST:  # A_Const's value; its own reader is `_read_a_const`
         return ["found = None if get('isnull') else const(body)",
-                "if found is not None:",
-                "    k, vcls, val = found",
-                "    children.append(self.node(vcls, {} if val is None else {k: val}))",
-                f"    roles.append({name!r})"]  # fmt: skip
+                "if found is not None:", f"    attrs.append(({CONST_ATTR!r}, found))"]  # fmt: skip
     if how == NODE:
         return [get, "if v is not None:", "    children.append(self.wrapped(v))",
                 f"    roles.append({name!r})"]  # fmt: skip
@@ -123,9 +153,9 @@ def _leaf(lines: list[str]) -> list[str]:
     head, body, tail = lines[:1], lines[1:-2], lines[-2:]
     return [*head, "    key = tuple(body.items())", "    hit = leaves.get(key)",
             "    if hit is not None:", "        return self.known(hit)", *body,
-            "    nid = " + tail[0].strip().removeprefix("return "), tail[1],
+            "    nid = " + tail[0].strip().replace("return self.add(", "self.fresh("), tail[1],
             "    if len(leaves) >= LEAVES_MAX:", "        leaves.clear()",
-            "    leaves[key] = self.entry(nid)", "    return nid"]  # fmt: skip
+            "    leaves[key] = self.nodes[nid]", "    return nid"]  # fmt: skip
 
 
 def _compile(cls: str) -> Reader:

@@ -118,19 +118,11 @@ def _plan(graph: AIRGraph) -> AIRPlan:
 
 
 def _predicate_count(graph: AIRGraph, roots: list[AIRNode]) -> float:
-    """Comparisons under `roots`, a shared subexpression counted at each place it occurs."""
-    memo: dict[str, int] = {}
-
-    def count(node: AIRNode) -> int:
-        found = memo.get(node.id)
-        if found is None:
-            found = int(node.kind in shape.COMPARISONS)
-            if node.type != "literal":
-                found += sum(count(graph.nodes[c]) for c in node.children)
-            memo[node.id] = found
-        return found
-
-    return float(max(sum(count(r) for r in roots), 1))
+    """Distinct comparisons under `roots` (a shared subexpression is evaluated once)."""
+    seen: set[str] = set()
+    for root in roots:
+        seen.update(n.id for n in shape.first_visits(graph, root.id) if n.kind in shape.COMPARISONS)
+    return float(max(len(seen), 1))
 
 
 def _label(graph: AIRGraph, node: AIRNode) -> str:

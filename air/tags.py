@@ -191,12 +191,14 @@ class _Tagger:
         elif node.kind in ("COLUMN", "STAR") and scopes:
             for ref in sorted(self.resolve(scopes, str(node.value or "*"))):
                 tags.update(self._ref_tags(ref))
+        changed = children != list(node.children)
         nid2 = self.b.add(
             node.type, node.kind, value=node.value, alias=node.alias, attrs=node.attrs,
             children=children, roles=node.roles, span=node.span,
+            lineage=(nid,) if changed else node.lineage,
         )  # fmt: skip
         if tags:
-            nid2 = self._with_tags(nid2, tags)
+            nid2 = self._with_tags(nid2, tags, nid)
         return nid2
 
     def _ctes(self, stmt: AIRNode, scopes: list[_Scope]) -> dict[str, dict[str, set[Ref]]]:
@@ -214,15 +216,16 @@ class _Tagger:
                     self.ctes.pop()
         return found
 
-    def _with_tags(self, nid: str, tags: dict[str, str]) -> str:
+    def _with_tags(self, nid: str, tags: dict[str, str], source: str) -> str:
+        """The node `nid` with `tags` added; its lineage names `source`, the node it tags."""
         node = self.b.nodes[nid]
         merged = tuple(sorted({**dict(node.tags), **tags}.items()))
         new_id = node_id(node.type, node.kind, node.value, node.alias, node.attrs, merged,
                          node.children, node.roles, node.dialect)  # fmt: skip
         if new_id not in self.b.nodes:
             self.b.nodes[new_id] = AIRNode(new_id, node.type, node.kind, node.children, node.value,
-                                      node.alias, merged, node.span, (), node.roles, node.attrs,
-                                      node.dialect)  # fmt: skip
+                                           node.alias, merged, node.span, (source,), node.roles,
+                                           node.attrs, node.dialect)  # fmt: skip
         return new_id
 
 

@@ -40,7 +40,7 @@ def validate(graph: AIRGraph, duplicates: tuple[str, ...] = ()) -> list[Diagnost
             out.append(Diagnostic("error", node.id, f"unknown node type {node.type!r}"))
         if len(node.roles) != len(node.children):
             out.append(Diagnostic("error", node.id, "roles and children differ in length"))
-        for kid in (*node.children, *node.lineage):
+        for kid in node.children:  # lineage may name nodes of the graph this one came from
             if kid not in graph.nodes:
                 out.append(Diagnostic("error", node.id, f"refers to missing node {kid}"))
         expected = node_id(node.type, node.kind, node.value, node.alias, node.attrs, node.tags,

@@ -107,6 +107,16 @@ def test_table_tags_reach_tables_and_their_columns() -> None:
     assert air.emit(g) == air.emit(air.lower("SELECT amount FROM payroll"))
 
 
+def test_lineage_names_the_node_a_tagged_node_was_derived_from() -> None:
+    source = air.lower("SELECT amount FROM payroll")
+    g = apply_tags(source, TAGS)
+    (table,) = [n for n in tagged(g) if n.kind == "TABLE"]
+    (origin,) = table.lineage
+    assert source[origin].kind == "TABLE" and not source[origin].tags
+    assert g.root_node.lineage == (source.root,)  # its subtree changed
+    assert all(not n.lineage for n in source.nodes.values())  # lowered straight from source
+
+
 def test_events_report_each_phase() -> None:
     seen: list[tuple[str, object]] = []
     detach = events.subscribe(lambda name, payload: seen.append((name, payload["trace_id"])))
