@@ -109,7 +109,12 @@ def run_from_args(args: argparse.Namespace) -> int:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     lines = ["## AIR: lowering, planning, emission (µs)", "",
              f"- date: {stamp}", f"- machine: {_machine()}",
-             f"- command: `sqlxos bench air --runs {args.runs}`", "",
+             f"- command: `sqlxos bench air --runs {args.runs}`",
+             "- every timed call of a lowering case gets new literals, so only what a shape",
+             "  seen before leaves behind is warm; 'first time' forgets every memo and so",
+             "  includes the once-per-shape lossless check (pglast's deparser, then a re-parse)",
+             "- process settings as the proxy's (`sqlx.proxy.runtime.tune_gc`);",
+             "  node counts are the graph's distinct nodes", "",
              "| case | median µs | p99 µs |", "| --- | ---: | ---: |"]  # fmt: skip
     lines += [f"| {name} | {med:.1f} | {p99:.1f} |" for name, med, p99 in rows]
     text = "\n".join(lines) + "\n"
