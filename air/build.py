@@ -12,7 +12,6 @@ from sqlx.air.model import (
     AIRNode,
     Scalar,
     _freeze,
-    fresh_node_id,
     node_id,
 )
 
@@ -46,7 +45,7 @@ _new_node = tuple.__new__
 class GraphBuilder:
     """Collects nodes bottom-up, then builds the graph of one root.
 
-    `add` is for any caller; `add_frozen` and `add_fresh` for a lowerer whose
+    `add` is for any caller; `add_frozen` for a lowerer whose
     attributes are already frozen (the hot path). Nodes that end up outside
     the root's graph are dropped by `build` once any caller used `add`.
     """
@@ -88,42 +87,33 @@ class GraphBuilder:
         children: tuple[str, ...],
         roles: tuple[str, ...],
         span: tuple[int, int] | None,
+        memo: bool = True,
     ) -> str:
-        """`add` for attributes that are already scalars or tuples."""
+        """`add` for attributes that are already scalars or tuples (the hot path).
+
+        `memo=False` is for a node whose caller keeps its own memo (`add_known`)
+        or whose content is unlikely to recur: no memo entry is made for it.
+        """
         # Hashing a node's repr costs microseconds; a tuple lookup a fifth of that. The
         # value's class is part of the key because 1 == 1.0 == True in Python; attribute
         # values need no such care, as a field of a parser class always has one type.
-        key = (type_, kind, value, value.__class__, alias, attrs, children, roles, self.dialect)
-        nid = _IDS.get(key)
-        if nid is None:
-            nid = node_id(type_, kind, value, alias, attrs, (), children, roles, self.dialect)
-            if len(_IDS) >= _IDS_MAX:
-                _IDS.clear()
-            _IDS[key] = nid
+        if memo:
+            key = (type_, kind, value, value.__class__, alias, attrs, children, roles,
+                   self.dialect)  # fmt: skip
+            nid = _IDS.get(key)
+            if nid is None:
+                nid = node_id(type_, kind, value, alias, attrs, (), children, roles, self.dialect)
+                if len(_IDS) >= _IDS_MAX:
+                    _IDS.clear()
+                _IDS[key] = nid
+        else:
+            nid = node_id(type_, kind, value, alias, attrs, (), children, roles, self.dialect,
+                          memo=False)  # fmt: skip
         nodes = self.nodes
         if nid not in nodes:
             fields = (nid, type_, kind, children, value, alias, (), span, (), roles, attrs,
                       self.dialect)  # fmt: skip
             nodes[nid] = _new_node(AIRNode, fields)
-        return nid
-
-    def add_fresh(
-        self,
-        type_: str,
-        kind: str,
-        value: Scalar,
-        alias: str | None,
-        attrs: tuple[tuple[str, Any], ...],
-        children: tuple[str, ...],
-        roles: tuple[str, ...],
-        span: tuple[int, int] | None,
-    ) -> str:
-        """`add_frozen` for a node whose caller keeps its own memo (`add_known`)."""
-        nid = fresh_node_id(type_, kind, value, alias, attrs, children, roles, self.dialect)
-        if nid not in self.nodes:
-            fields = (nid, type_, kind, children, value, alias, (), span, (), roles, attrs,
-                      self.dialect)  # fmt: skip
-            self.nodes[nid] = _new_node(AIRNode, fields)
         return nid
 
     def add_known(self, node: AIRNode) -> str:

@@ -221,8 +221,12 @@ class AIRGraph:
             table = self._cache["parents"] = {k: tuple(sorted(v)) for k, v in found.items()}
         return table.get(node_id, ())
 
-    def walk(self, start: str | None = None) -> Iterator[AIRNode]:
-        """Every node reachable from `start` (default root), each once, parents first."""
+    def walk(self, start: str | None = None, literal_parts: bool = True) -> Iterator[AIRNode]:
+        """Every node reachable from `start` (default root), each once, parents first.
+
+        `literal_parts=False` does not descend into a literal (its parser parts).
+        """
+        nodes = self.nodes
         seen: set[str] = set()
         stack = [start or self.root]
         while stack:
@@ -230,9 +234,10 @@ class AIRGraph:
             if node_id in seen:
                 continue
             seen.add(node_id)
-            node = self.nodes[node_id]
+            node = nodes[node_id]
             yield node
-            stack.extend(reversed(node.children))
+            if literal_parts or node.type != "literal":
+                stack.extend(reversed(node.children))
 
     @property
     def trace(self) -> AIRTrace:
@@ -292,39 +297,25 @@ def node_id(
     children: tuple[str, ...],
     roles: tuple[str, ...],
     dialect: str | None,
+    memo: bool = True,
 ) -> str:
     """A node's id: its type and kind, and a hash of its whole content.
 
     Deterministic in any process (no PYTHONHASHSEED dependence): repr of
     tuples of str/int/float/bool/None is stable, and children are joined by
-    NUL, which no id contains.
+    NUL, which no id contains. `memo=False` skips the memo, for content
+    unlikely to recur.
     """
-    key = (type_, kind, value, value.__class__, alias, attrs, tags, roles, dialect)
-    own = _CONTENT_REPR.get(key)
-    if own is None:
+    if memo:
+        key = (type_, kind, value, value.__class__, alias, attrs, tags, roles, dialect)
+        own = _CONTENT_REPR.get(key)
+        if own is None:
+            own = repr((type_, kind, value, alias, attrs, tags, roles, dialect, len(children)))
+            if len(_CONTENT_REPR) >= _CONTENT_REPR_MAX:
+                _CONTENT_REPR.clear()
+            _CONTENT_REPR[key] = own
+    else:
         own = repr((type_, kind, value, alias, attrs, tags, roles, dialect, len(children)))
-        if len(_CONTENT_REPR) >= _CONTENT_REPR_MAX:
-            _CONTENT_REPR.clear()
-        _CONTENT_REPR[key] = own
-    return _id(type_, kind, own, children)
-
-
-def fresh_node_id(
-    type_: str,
-    kind: str,
-    value: Scalar,
-    alias: str | None,
-    attrs: tuple[tuple[str, Any], ...],
-    children: tuple[str, ...],
-    roles: tuple[str, ...],
-    dialect: str | None,
-) -> str:
-    """`node_id` (untagged) without the memo: for a node whose content is unlikely to recur."""
-    own = repr((type_, kind, value, alias, attrs, (), roles, dialect, len(children)))
-    return _id(type_, kind, own, children)
-
-
-def _id(type_: str, kind: str, own: str, children: tuple[str, ...]) -> str:
     content = own + "\x00" + "\x00".join(children) if children else own
     digest = hashlib.blake2b(content.encode("utf-8"), digest_size=8).hexdigest()
     return f"air:{_ID_PREFIX[type_]}:{kind}-{digest}"

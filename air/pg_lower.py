@@ -36,7 +36,6 @@ class Lowerer:
 
     def __init__(self, builder: GraphBuilder) -> None:
         self.add = builder.add_frozen
-        self.fresh = builder.add_fresh
         self.known = builder.add_known
         self.nodes = builder.nodes
 
@@ -102,7 +101,7 @@ def _read_a_const(self: Lowerer, body: dict[str, Any]) -> str:
     attrs: tuple[tuple[str, Any], ...] = (("@pg", "A_Const"), ("isnull", isnull))
     if found is not None:
         attrs += ((CONST_ATTR, found),)
-    nid = self.fresh(type_, kind, value, alias, attrs, (), (), None)
+    nid = self.add(type_, kind, value, alias, attrs, (), (), None, False)
     if len(_CONSTS) >= _LEAVES_MAX:
         _CONSTS.clear()
     _CONSTS[key] = self.nodes[nid]
@@ -153,7 +152,8 @@ def _leaf(lines: list[str]) -> list[str]:
     head, body, tail = lines[:1], lines[1:-2], lines[-2:]
     return [*head, "    key = tuple(body.items())", "    hit = leaves.get(key)",
             "    if hit is not None:", "        return self.known(hit)", *body,
-            "    nid = " + tail[0].strip().replace("return self.add(", "self.fresh("), tail[1],
+            "    nid = " + tail[0].strip().removeprefix("return "),
+            tail[1].replace("span)", "span, False)"),
             "    if len(leaves) >= LEAVES_MAX:", "        leaves.clear()",
             "    leaves[key] = self.nodes[nid]", "    return nid"]  # fmt: skip
 

@@ -59,20 +59,7 @@ def tree(
 
 def first_visits(graph: AIRGraph, node_id: str | None = None) -> list[AIRNode]:
     """The nodes of `tree` in its order, each at its first visit only (no literal parts)."""
-    nodes = graph.nodes
-    seen: set[str] = set()
-    out: list[AIRNode] = []
-    stack = [node_id or graph.root]
-    while stack:
-        nid = stack.pop()
-        if nid in seen:
-            continue
-        seen.add(nid)
-        node = nodes[nid]
-        out.append(node)
-        if node.type != "literal" and node.children:
-            stack.extend(reversed(node.children))
-    return out
+    return list(graph.walk(node_id, literal_parts=False))
 
 
 def is_subquery(node: AIRNode) -> bool:
