@@ -51,22 +51,20 @@ class _Tagger:
     def _table_tags(self, table: str) -> dict[str, str]:
         out: dict[str, str] = {}
         for name, value in self.table_tags.items():
-            if table == name or table.endswith("." + name) or name.endswith("." + table):
+            if same_table(table, name):
                 out.update(value)
         return out
 
     def _ref_tags(self, ref: Ref) -> dict[str, str]:
         out = self._table_tags(ref[0])
         for (table, col), value in self.column_tags.items():
-            if col == ref[1] and (
-                table == ref[0] or ref[0].endswith("." + table) or table.endswith("." + ref[0])
-            ):
+            if col == ref[1] and same_table(table, ref[0]):
                 out.update(value)
         return out
 
     def _columns_of(self, table: str) -> list[str]:
         for name, cols in self.columns.items():
-            if table == name or table.endswith("." + name) or name.endswith("." + table):
+            if same_table(table, name):
                 return cols
         return []
 
@@ -99,6 +97,10 @@ class _Tagger:
                     refs |= self._source_refs(scope, source, "*")
                 return refs
             owners = [s for s in scope.order if self._has_column(scope, s, column)]
+            if not owners and column in scope.order:
+                # A table's name as a value is its whole row (`SELECT t FROM t`,
+                # `row_to_json(t)`, `t::text`): every column of it is read.
+                return self._source_refs(scope, column, "*")
             if len(owners) == 1 or (not owners and len(scope.order) == 1):
                 return self._source_refs(scope, (owners or scope.order)[0], column)
         return set()
@@ -227,6 +229,14 @@ class _Tagger:
                                            node.alias, merged, node.span, (source,), node.roles,
                                            node.attrs, node.dialect)  # fmt: skip
         return new_id
+
+
+def same_table(a: str, b: str) -> bool:
+    """Whether two table names (normalised, either may be schema-qualified) name one table.
+
+    An unqualified name matches a qualified one of any schema: policy errs on
+    the side of applying."""
+    return a == b or a.endswith("." + b) or b.endswith("." + a)
 
 
 def _norm(name: str) -> str:

@@ -18,13 +18,16 @@ from typing import Any
 import structlog
 import uvloop
 
+from sqlx.agents.catalog import CatalogStore
+from sqlx.agents.decider import PolicyDecider
+from sqlx.agents.explain import ExplanationLog
 from sqlx.cli.logs import configure_logging
 from sqlx.config import Config, ConfigError, load_config
-from sqlx.proxy.decision import AllowAll
+from sqlx.config.policy import PolicyError, load_policy
 from sqlx.proxy.embedded import ClusterError, LocalCluster
 from sqlx.proxy.http import HttpServer
 from sqlx.proxy.pg.server import PgProxy, server_tls_context
-from sqlx.proxy.pg.upstream import UpstreamTarget, parse_dsn
+from sqlx.proxy.pg.upstream import UpstreamTarget, asyncpg_kwargs, parse_dsn
 from sqlx.proxy.runtime import tune_gc
 
 log = structlog.get_logger("sqlx")
@@ -40,6 +43,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["data_dir"] = args.data_dir
     if args.http_listen:
         out.setdefault("http", {})["listen"] = args.http_listen
+    if getattr(args, "policy", None):
+        out.setdefault("policy", {})["packs"] = list(args.policy)
     return out
 
 
@@ -83,9 +88,13 @@ class ProxyApp:
             target = parse_dsn(config.upstream.dsn) if config.upstream.dsn else self.proxy.target
             # Build the TLS context now: a missing or bad certificate rejects the reload.
             tls = server_tls_context(config)
-        except (ConfigError, ValueError, OSError, ssl.SSLError) as exc:
+            policy = load_policy(config.policy.packs)
+        except (ConfigError, PolicyError, ValueError, OSError, ssl.SSLError) as exc:
             log.error("config reload rejected; keeping the running config", error=str(exc))
             return
+        self.decider.reload(policy)
+        log.info("policy loaded", packs=[str(p) for p in config.policy.packs],
+                 rules=len(policy.rules))  # fmt: skip
         if config.proxy.listen != self.config.proxy.listen:
             log.warning("proxy.listen changes take effect on restart", listen=config.proxy.listen)
         self.config = config
@@ -101,7 +110,23 @@ class ProxyApp:
             log.error("no upstream", error=str(exc))
             return 1
         try:
-            self.proxy = PgProxy(config, target, AllowAll())
+            policy = load_policy(config.policy.packs)
+        except PolicyError as exc:
+            log.error("invalid policy", error=str(exc))
+            return 1
+        self.explanations = ExplanationLog(
+            config.data_dir, config.explain.max_bytes, config.explain.keep_files,
+            config.explain.retention_days,
+        )  # fmt: skip
+        catalogs = CatalogStore(asyncpg_kwargs(target), policy.comment_tag_prefix)
+        self.decider = PolicyDecider(policy, catalogs, self.explanations,
+                                     config.policy.decision_cache_size)  # fmt: skip
+        catalogs.on_change = self.decider.invalidate
+        if config.policy.packs:
+            log.info("policy loaded", packs=[str(p) for p in config.policy.packs],
+                     rules=len(policy.rules))  # fmt: skip
+        try:
+            self.proxy = PgProxy(config, target, self.decider)
         except (OSError, ssl.SSLError) as exc:
             log.error("cannot load the TLS certificate", error=str(exc))
             return 1
@@ -139,6 +164,7 @@ class ProxyApp:
             await http.close()
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)
+        await asyncio.to_thread(self.explanations.close)
         log.info("stopped")
         return 0
 

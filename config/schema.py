@@ -70,6 +70,27 @@ class LogConfig(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class PolicyConfig(_Strict):
+    """Policy packs (YAML files with a top-level `policy:`), merged in order."""
+
+    packs: tuple[Path, ...] = ()
+    decision_cache_size: int = Field(default=10_000, ge=0)
+
+
+class ExplainConfig(_Strict):
+    """The explanation log (`explanations.jsonl` in the data dir)."""
+
+    max_bytes: int = Field(default=64 << 20, ge=4096)
+    keep_files: int = Field(default=5, ge=1)
+    retention_days: float = Field(default=30.0, gt=0)
+
+
+class AdminConfig(_Strict):
+    """The admin console (database `sqlx` on the PostgreSQL listener)."""
+
+    users: tuple[str, ...] = ()
+
+
 class Config(_Strict):
     """One complete configuration snapshot."""
 
@@ -78,3 +99,6 @@ class Config(_Strict):
     upstream: UpstreamConfig = UpstreamConfig()
     http: HTTPConfig = HTTPConfig()
     log: LogConfig = LogConfig()
+    policy: PolicyConfig = PolicyConfig()
+    explain: ExplainConfig = ExplainConfig()
+    admin: AdminConfig = AdminConfig()

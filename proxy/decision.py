@@ -76,6 +76,10 @@ class Outcome:
 
 
 class Decider(Protocol):
+    """`decide` runs inline, before the statement goes anywhere; `observe` after the
+    server answered. A decider may also have `async prepare(database)`, awaited
+    before a client of that database is connected upstream."""
+
     def decide(self, statement: Statement) -> Decision: ...
 
     def observe(self, outcome: Outcome) -> None: ...

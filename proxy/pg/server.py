@@ -204,6 +204,13 @@ class ClientConnection(asyncio.Protocol):
 
     async def _connect(self, action: ConnectUpstream) -> None:
         target = self.target = self.proxy.target
+        prepare = getattr(self.proxy.decider, "prepare", None)
+        if prepare is not None:
+            # What the decider needs for this database (its catalog) is ready before
+            # the session can reach its first statement.
+            await prepare(action.facts.database)
+            if self.closed:
+                return
         try:
             transport, _ = await upstream.open_connection(
                 target,

@@ -40,6 +40,19 @@ class UpstreamTarget:
         return self.unix_path or f"{self.host}:{self.port}"
 
 
+def asyncpg_kwargs(target: UpstreamTarget) -> dict[str, object]:
+    """`asyncpg.connect` arguments for the proxy's own side connections to `target`."""
+    ssl_arg: object = False
+    if target.sslmode in ("prefer", "require"):
+        ssl_arg = target.sslmode
+    elif target.sslmode in ("verify-ca", "verify-full"):
+        ctx = ssl.create_default_context(cafile=target.sslrootcert)
+        ctx.check_hostname = target.sslmode == "verify-full"
+        ssl_arg = ctx
+    return {"host": target.host, "port": target.port, "user": target.user,
+            "password": target.password, "ssl": ssl_arg}  # fmt: skip
+
+
 def parse_dsn(dsn: str) -> UpstreamTarget:
     """Parse `postgresql://user:pass@host:port/db?sslmode=...` (or `?host=/socket/dir`)."""
     parts = urlsplit(dsn)

@@ -80,6 +80,8 @@ COLUMNS = {"customers": ["id", "email", "name"], "orders": ["id", "cid", "email"
         ("WITH x AS (SELECT email AS m FROM customers) SELECT m FROM x", {"m", "email"}),
         ("SELECT s.e FROM (SELECT email AS e FROM customers) s", {"s.e", "email"}),
         ("SELECT id FROM customers", set()),
+        ("SELECT c FROM customers c", {"c"}),
+        ("SELECT row_to_json(customers) FROM customers", {"customers"}),
         ("SELECT email FROM orders", set()),
     ],
 )

@@ -1,0 +1,136 @@
+"""The upstream catalog as policy needs it: tables, their columns, built-in functions,
+and tags written in column or table comments.
+
+Read over the proxy's own connection (the upstream DSN's user), once per
+database before the first client of that database is let through, and again
+in the background after DDL passes through. A database whose catalog cannot
+be read gets an empty one, which policy treats as unknown (fail closed for
+sessions a rule guards).
+
+A comment tags its column or table when it starts with the policy's prefix:
+`COMMENT ON COLUMN customers.email IS 'sqlx: sensitivity=pii, mask=true'`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import asyncpg
+import structlog
+
+from sqlx.agents.policy import Catalog
+
+log = structlog.get_logger("sqlx.catalog")
+
+_COLUMNS = """
+SELECT n.nspname, c.relname, a.attname, col_description(c.oid, a.attnum)
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+  AND n.nspname NOT IN ('information_schema', 'pg_toast')
+ORDER BY n.nspname, c.relname, a.attnum
+"""
+_TABLE_COMMENTS = """
+SELECT n.nspname, c.relname, obj_description(c.oid, 'pg_class')
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p') AND obj_description(c.oid, 'pg_class') IS NOT NULL
+"""
+_BUILTINS = "SELECT DISTINCT proname FROM pg_proc WHERE pronamespace = 'pg_catalog'::regnamespace"
+
+
+def parse_comment_tags(comment: str | None, prefix: str) -> dict[str, str]:
+    """`sqlx: sensitivity=pii, mask=true` → {"sensitivity": "pii", "mask": "true"}."""
+    if not comment or not comment.strip().startswith(prefix):
+        return {}
+    tags = {}
+    for part in comment.strip()[len(prefix) :].split(","):
+        key, sep, value = part.partition("=")
+        if sep and key.strip():
+            tags[key.strip()] = value.strip()
+    return tags
+
+
+async def read_catalog(connect: Mapping[str, Any], database: str, prefix: str, version: int,
+                       timeout_s: float = 10.0) -> Catalog:  # fmt: skip
+    """Read one database's catalog; `connect` holds asyncpg.connect's keyword arguments."""
+    conn = await asyncpg.connect(
+        **connect, database=database, timeout=timeout_s,
+        server_settings={"application_name": "sqlx-os catalog"},
+    )  # fmt: skip
+    try:
+        rows = await conn.fetch(_COLUMNS)
+        tables = await conn.fetch(_TABLE_COMMENTS)
+        builtins = await conn.fetch(_BUILTINS)
+    finally:
+        await conn.close()
+    columns: dict[str, list[str]] = {}
+    tags: dict[str, dict[str, str]] = {}
+    for schema, table, column, comment in rows:
+        name = f"{schema}.{table}".lower()
+        columns.setdefault(name, []).append(column.lower())
+        found = parse_comment_tags(comment, prefix)
+        if found:
+            tags[f"{name}.{column.lower()}"] = found
+    for schema, table, comment in tables:
+        found = parse_comment_tags(comment, prefix)
+        if found:
+            tags[f"{schema}.{table}".lower()] = found
+    return Catalog(
+        columns={k: tuple(v) for k, v in columns.items()},
+        comment_tags=tags,
+        builtin_functions=frozenset(r[0] for r in builtins),
+        version=version,
+    )
+
+
+class CatalogStore:
+    """One catalog per database, loaded before use and refreshed after DDL."""
+
+    def __init__(self, connect: Mapping[str, Any], prefix: str = "sqlx:",
+                 on_change: Callable[[], None] | None = None) -> None:  # fmt: skip
+        self.connect = dict(connect)
+        self.prefix = prefix
+        self.on_change = on_change
+        self._catalogs: dict[str, Catalog] = {}
+        self._loading: dict[str, asyncio.Task[Catalog]] = {}
+        self._version = 0
+
+    def get(self, database: str) -> Catalog:
+        """The catalog of `database`; an empty (unknown) one if it was never read."""
+        return self._catalogs.get(database) or Catalog()
+
+    async def prepare(self, database: str) -> None:
+        """Read `database`'s catalog unless it is known (concurrent callers share one read)."""
+        if database in self._catalogs:
+            return
+        await self._load(database)
+
+    def refresh(self, database: str) -> None:
+        """Read `database`'s catalog again in the background (after DDL)."""
+        if database in self._catalogs:
+            asyncio.get_running_loop().create_task(self._load(database, again=True))
+
+    async def _load(self, database: str, again: bool = False) -> None:
+        task = self._loading.get(database)
+        if task is None:
+            self._version += 1
+            task = asyncio.get_running_loop().create_task(
+                read_catalog(self.connect, database, self.prefix, self._version)
+            )
+            self._loading[database] = task
+        try:
+            catalog = await task
+        except (OSError, asyncpg.PostgresError, TimeoutError, ssl.SSLError) as exc:
+            log.warning("cannot read the catalog", database=database, error=str(exc))
+            catalog = self._catalogs.get(database) or Catalog(version=-1)
+        finally:
+            self._loading.pop(database, None)
+        self._catalogs[database] = catalog
+        if again and self.on_change is not None:
+            self.on_change()
+        log.info("catalog read", database=database, tables=len(catalog.columns),
+                 tagged=len(catalog.comment_tags))  # fmt: skip

@@ -1,0 +1,209 @@
+"""The inline decider: the copilot's side of the proxy's decision hook.
+
+For each statement (a simple Query's text, a Parse's text, a FunctionCall):
+lower it to AIR, evaluate the policy for the session, write an explanation
+for every action other than allow, and answer a `Decision`. Evaluations are
+cached by exact text and everything the verdict depends on (the session's
+user, database, application and address, the policy and the catalog
+version): one user's verdict is never reused for another.
+
+The same text gets the same verdict on every protocol path: the path only
+matters for a FunctionCall, which carries no text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from sqlx.agents import policy as pol
+from sqlx.agents.catalog import CatalogStore
+from sqlx.agents.explain import Explanation, ExplanationLog, new_id
+from sqlx.air.cache import LoweringCache
+from sqlx.air.errors import LoweringError
+from sqlx.air.model import AIRGraph
+from sqlx.air.pg import fingerprint as pg_fingerprint
+from sqlx.config.policy import Policy
+from sqlx.proxy.decision import ALLOW, Decision, Outcome, Path, SessionFacts, Statement, Verdict
+
+# Statements after which the catalog is read again. A word match is enough: a
+# false positive costs one extra read, in the background.
+_DDL = re.compile(r"\b(create|alter|drop|comment|grant|revoke)\b", re.IGNORECASE)
+# An allow the session tracks, so that `observe` hears how the statement ended.
+_ALLOW_OBSERVED = Decision(Verdict.ALLOW, reason="schema change: the catalog is read again")
+
+
+def summary(graphs: list[AIRGraph]) -> str:
+    """`SELECT customers orders`: the statement kind and the tables it names (spans, logs)."""
+    if not graphs:
+        return ""
+    g = graphs[0]
+    tables: list[str] = []
+    for node in g.walk():
+        if node.kind == "TABLE" and node.value and str(node.value) not in tables:
+            tables.append(str(node.value))
+    kind = str(g.root_node.attr("statement") or g.kind) if g.kind == "OPAQUE" else g.kind
+    return " ".join([kind, *tables[:3]]) + (" ..." if len(graphs) > 1 else "")
+
+
+@dataclass(frozen=True)
+class _Evaluated:
+    outcome: pol.Outcome
+    summary: str
+    fingerprint: str | None
+    air_id: str | None
+
+
+class PolicyDecider:
+    """Decides statements against a policy; swap `policy` whole to reload it."""
+
+    def __init__(self, policy: Policy, catalogs: CatalogStore | None, log: ExplanationLog | None,
+                 cache_size: int = 10_000) -> None:  # fmt: skip
+        self.policy = policy
+        self.catalogs = catalogs
+        self.log = log
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple[object, ...], _Evaluated] = OrderedDict()
+        self._lowering = LoweringCache(cache_size)
+        self._who: dict[int, tuple[SessionFacts, pol.Who]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    # --- the hook ---------------------------------------------------------------
+
+    def decide(self, statement: Statement) -> Decision:
+        policy = self.policy
+        if policy.empty:
+            return ALLOW
+        who = self._who_of(statement.facts)
+        if not pol.session_rules(policy, who):
+            return _ALLOW_OBSERVED if _DDL.search(statement.sql) else ALLOW
+        decision = self._decision(self._evaluate(statement, who, policy), who)
+        if decision is ALLOW and _DDL.search(statement.sql):
+            return _ALLOW_OBSERVED
+        return decision
+
+    def observe(self, outcome: Outcome) -> None:
+        if outcome.error_sqlstate is not None or self.catalogs is None:
+            return
+        if outcome.decision.verdict is Verdict.ALLOW and any(
+            _DDL.search(st.sql) for st in outcome.statements
+        ):
+            self.catalogs.refresh(outcome.statements[0].facts.database)
+
+    async def prepare(self, database: str) -> None:
+        """Called before a client of `database` is let through: its catalog must be known."""
+        if self.catalogs is not None and not self.policy.empty:
+            await self.catalogs.prepare(database)
+
+    def reload(self, policy: Policy) -> None:
+        self.policy = policy
+        self.invalidate()
+
+    def invalidate(self) -> None:
+        self._cache.clear()
+
+    # --- evaluation ---------------------------------------------------------------
+
+    def _who_of(self, facts: SessionFacts) -> pol.Who:
+        found = self._who.get(id(facts))
+        if found is not None and found[0] is facts:
+            return found[1]
+        who = pol.Who(facts.user, facts.database, facts.application_name, facts.client_addr)
+        if len(self._who) > 10_000:
+            self._who.clear()
+        self._who[id(facts)] = (facts, who)
+        return who
+
+    def _catalog(self, database: str) -> pol.Catalog:
+        return self.catalogs.get(database) if self.catalogs is not None else pol.Catalog()
+
+    def _key(self, statement: Statement, who: pol.Who) -> tuple[object, ...]:
+        catalog = self._catalog(who.database)
+        return (statement.sql, statement.function_oid, who, catalog.version)
+
+    def _evaluate(self, statement: Statement, who: pol.Who, policy: Policy) -> _Evaluated:
+        key = self._key(statement, who)
+        found = self._cache.get(key)
+        if found is not None:
+            self.hits += 1
+            self._cache.move_to_end(key)
+            return found
+        self.misses += 1
+        found = self._evaluate_uncached(statement, who, policy)
+        self._cache[key] = found
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return found
+
+    def _evaluate_uncached(self, statement: Statement, who: pol.Who, policy: Policy) -> _Evaluated:
+        if statement.path is Path.FUNCTION_CALL:
+            summary_ = f"FUNCTION_CALL {statement.function_oid}"
+            return _Evaluated(pol.function_call(policy, who), summary_, None, None)
+        try:
+            graphs = self._lowering.lower_all(statement.sql)
+        except LoweringError as exc:
+            return _Evaluated(pol.unparsable(policy, who, exc.message), "UNPARSABLE", None, None)
+        catalog = self._catalog(who.database)
+        if not catalog.known and pol.guarded(policy, who) and policy.fail_closed:
+            outcome = pol.combine([pol.Finding(
+                "fail-closed", "deny",
+                reason=f"the catalog of database {who.database!r} could not be read")])  # fmt: skip
+        else:
+            outcome = pol.evaluate(graphs, who, policy, catalog)
+        fp = None
+        if outcome.action != "allow" and graphs:
+            try:
+                fp = pg_fingerprint(graphs[0].source)
+            except Exception:
+                fp = None
+        air_id = graphs[0].root if graphs else None
+        return _Evaluated(outcome, summary(graphs), fp, air_id)
+
+    # --- the answer ----------------------------------------------------------------
+
+    def _decision(self, evaluated: _Evaluated, who: pol.Who) -> Decision:
+        outcome = evaluated.outcome
+        if outcome.action == "allow":
+            return ALLOW
+        finding = outcome.deciding
+        assert finding is not None
+        explanation_id = new_id()
+        if outcome.action in ("deny", "mask", "filter"):
+            # Masking and row filters rewrite the statement; until a rewrite exists
+            # for a statement, it is refused rather than answered in clear.
+            verdict = Verdict.DENY
+            why = finding.reason if outcome.action == "deny" else (
+                f"{finding.action} cannot be applied to this statement")  # fmt: skip
+            reason = f'permission denied by policy "{finding.rule}": {why} ({explanation_id})'
+            decision = Decision(Verdict.DENY, reason=reason, fingerprint=evaluated.fingerprint,
+                                summary=evaluated.summary)  # fmt: skip
+        else:  # audit
+            verdict = Verdict.ALLOW
+            decision = Decision(Verdict.ALLOW, reason=finding.reason, summary=evaluated.summary,
+                                fingerprint=evaluated.fingerprint)  # fmt: skip
+        self._explain(explanation_id, outcome, evaluated, who, verdict)
+        return decision
+
+    def _explain(self, explanation_id: str, outcome: pol.Outcome, evaluated: _Evaluated,
+                 who: pol.Who, verdict: Verdict) -> None:  # fmt: skip
+        if self.log is None:
+            return
+        finding = outcome.deciding
+        assert finding is not None
+        evidence = {
+            "rules": [f.rule for f in outcome.findings],
+            "rule": finding.rule,
+            "tables": list(finding.tables),
+            "columns": list(finding.columns),
+            "tags": dict(finding.tags),
+        }
+        impact = ("statement not executed" if verdict is Verdict.DENY
+                  else "statement executed and recorded")  # fmt: skip
+        self.log.write(Explanation(
+            id=explanation_id, decision=outcome.action, reason=finding.reason, evidence=evidence,
+            confidence=1.0, policy_impact=impact, air_id=evaluated.air_id,
+            fingerprint=evaluated.fingerprint, user=who.user, database=who.database,
+            summary=evaluated.summary,
+        ))  # fmt: skip

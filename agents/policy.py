@@ -1,0 +1,342 @@
+"""Policy evaluation: AIR graphs and session facts in, a verdict out (pure, no I/O).
+
+A rule applies to a session when its who-conditions hold (users,
+except_users, databases, applications, clients). It matches a statement when
+its data conditions hold as well: statement kinds, tables, columns and tags
+(resolved by `air.tags` through aliases, CTEs, subqueries, `*` and whole-row
+references), presence of WHERE or LIMIT. Table and column conditions ride on
+the same resolution as tags: each becomes a private tag of its rule.
+
+The strongest matching action wins (deny > mask > filter > audit > allow).
+What the proxy cannot see through is denied whenever a deny, mask or filter
+rule applies to the session and the policy fails closed: text it cannot
+parse, a statement AIR keeps OPAQUE, a FunctionCall message, and, for
+sessions a mask applies to, functions outside `pg_catalog`, dynamic SQL,
+statistics views and any change of identity (`SET ROLE`, ...).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from sqlx.air.model import AIRGraph, AIRNode
+from sqlx.air.tags import apply_tags, same_table
+from sqlx.config.policy import ACTION_STRENGTH, Policy, Rule
+
+# Reading any of these shows data (or its statistics) the proxy cannot police.
+_OPAQUE_READERS = frozenset(("query_to_xml", "query_to_xml_and_xmlschema", "query_to_xmlschema",
+                             "cursor_to_xml", "table_to_xml", "table_to_xml_and_xmlschema",
+                             "database_to_xml", "schema_to_xml", "dblink", "dblink_exec",
+                             "lo_export", "pg_read_file", "pg_read_binary_file"))  # fmt: skip
+_STATS_RELATIONS = frozenset(("pg_stats", "pg_statistic", "pg_stats_ext", "pg_stats_ext_exprs",
+                              "pg_statistic_ext_data"))  # fmt: skip
+_IDENTITY_SETTINGS = frozenset(("role", "session_authorization"))
+_WRITES = frozenset(("INSERT", "UPDATE", "DELETE", "MERGE"))
+
+
+@dataclass(frozen=True, slots=True)
+class Who:
+    """What a policy may know about a session (fixed at authentication)."""
+
+    user: str
+    database: str
+    application: str = ""
+    client_addr: str = ""
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """What the proxy knows of the upstream schema (read by `agents.catalog`)."""
+
+    columns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # schema.table -> cols
+    comment_tags: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    builtin_functions: frozenset[str] = frozenset()  # names in pg_catalog
+    version: int = 0
+
+    @property
+    def known(self) -> bool:
+        return bool(self.columns or self.builtin_functions)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One rule that matched a statement, with what it matched on."""
+
+    rule: str
+    action: str
+    tables: tuple[str, ...] = ()
+    columns: tuple[str, ...] = ()
+    tags: tuple[tuple[str, str], ...] = ()
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The verdict for one statement string (all its statements)."""
+
+    action: str  # allow | deny | mask | filter | audit
+    findings: tuple[Finding, ...] = ()
+
+    @property
+    def deciding(self) -> Finding | None:
+        """The finding that set the action (first of the strongest)."""
+        return next((f for f in self.findings if f.action == self.action), None)
+
+    @property
+    def reason(self) -> str:
+        found = self.deciding
+        return found.reason if found else ""
+
+
+ALLOWED = Outcome("allow")
+
+
+def _client_in(addr: str, cidrs: Iterable[str]) -> bool:
+    try:
+        ip = ipaddress.ip_address(addr.split("%")[0])
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+
+def _applies(rule: Rule, who: Who) -> bool:
+    w = rule.when
+    if w.users and who.user not in w.users:
+        return False
+    if who.user in w.except_users:
+        return False
+    if w.databases and who.database not in w.databases:
+        return False
+    if w.applications and who.application not in w.applications:
+        return False
+    return not w.clients or _client_in(who.client_addr, w.clients)
+
+
+def session_rules(policy: Policy, who: Who) -> tuple[tuple[int, Rule], ...]:
+    """The rules whose who-conditions hold for `who`, with their index in the policy."""
+    return tuple((i, r) for i, r in enumerate(policy.rules) if _applies(r, who))
+
+
+def guarded(policy: Policy, who: Who) -> bool:
+    """Whether a deny, mask or filter rule applies to the session (fail closed then)."""
+    return any(r.action in ("deny", "mask", "filter") for _, r in session_rules(policy, who))
+
+
+def masked(policy: Policy, who: Who) -> bool:
+    return any(r.action == "mask" for _, r in session_rules(policy, who))
+
+
+def _tag_map(policy: Policy, catalog: Catalog, rules: tuple[tuple[int, Rule], ...]) -> dict:
+    tags: dict[str, dict[str, str]] = {k: dict(v) for k, v in catalog.comment_tags.items()}
+    for key, value in policy.tags.items():
+        tags[key] = {**tags.get(key, {}), **value}
+    for index, rule in rules:
+        for table in rule.when.tables:
+            tags.setdefault(table, {})[f"@table:{index}"] = "1"
+        for column in rule.when.columns:
+            tags.setdefault(column, {})[f"@column:{index}"] = "1"
+    return tags
+
+
+def _is_statement(node: AIRNode) -> bool:
+    return node.type == "statement"
+
+
+def _has(graph: AIRGraph, node: AIRNode, roles: tuple[str, ...]) -> bool:
+    return any(role in roles for role in node.roles) or any(
+        graph[c].kind in ("WHERE", "LIMIT") and graph[c].kind.lower() in roles
+        for c in node.children
+    )
+
+
+def _statement_kinds(graph: AIRGraph) -> set[str]:
+    kinds = {n.kind for n in graph.walk() if _is_statement(n)}
+    root = graph.root_node
+    if root.kind == "OPAQUE":
+        kinds.add(str(root.attr("statement") or "OPAQUE"))
+    return kinds
+
+
+def _condition_nodes(tagged: list[AIRNode], key: str) -> list[AIRNode]:
+    return [n for n in tagged if key in n.tag_map]
+
+
+def _match(rule: Rule, index: int, graph: AIRGraph, tagged: list[AIRNode]) -> Finding | None:
+    w = rule.when
+    kinds = _statement_kinds(graph)
+    if w.statements and not kinds & set(w.statements):
+        return None
+    hits: list[AIRNode] = []
+    if w.tables:
+        found = _condition_nodes(tagged, f"@table:{index}")
+        if not found:
+            return None
+        hits += found
+    if w.columns:
+        found = _condition_nodes(tagged, f"@column:{index}")
+        if not found:
+            return None
+        hits += found
+    if w.tags:
+        want = w.tags.items()
+        found = [n for n in tagged if all(n.tag_map.get(k) == v for k, v in want)]
+        if not found:
+            return None
+        hits += found
+    if w.has_where is not None or w.has_limit is not None:
+        targets = [n for n in graph.walk() if _is_statement(n) and
+                   (not w.statements or n.kind in w.statements)]  # fmt: skip
+        if w.has_where is not None and not any(
+            _has(graph, n, ("whereClause", "where")) == w.has_where for n in targets
+        ):
+            return None
+        if w.has_limit is not None and not any(
+            _has(graph, n, ("@limit", "limit")) == w.has_limit for n in targets
+        ):
+            return None
+    tables = sorted({str(n.value) for n in hits if n.kind == "TABLE"})
+    columns = sorted({str(n.value) for n in hits if n.kind in ("COLUMN", "STAR")})
+    tags = sorted({(k, v) for n in hits for k, v in n.tags if not k.startswith("@")})
+    reason = rule.reason or _default_reason(rule, tables, columns)
+    return Finding(rule.name, rule.action, tuple(tables), tuple(columns), tuple(tags), reason)
+
+
+def _default_reason(rule: Rule, tables: list[str], columns: list[str]) -> str:
+    what = ", ".join(columns or tables)
+    verb = {"deny": "denied", "mask": "masked", "filter": "filtered", "audit": "audited",
+            "allow": "allowed"}[rule.action]  # fmt: skip
+    return f"{verb} by policy {rule.name!r}" + (f" ({what})" if what else "")
+
+
+def _blind_spots(graph: AIRGraph, catalog: Catalog, policy: Policy) -> str | None:
+    """Why the proxy cannot see what a masked session's statement reads, if it cannot."""
+    allowed = {f.lower() for f in policy.allow_functions}
+    for node in graph.walk():
+        if node.kind in ("DO", "CALL"):
+            return f"{node.kind} runs code the proxy cannot see through"
+        if node.kind == "TABLE" and str(node.value).rpartition(".")[2].lower() in _STATS_RELATIONS:
+            return f"{node.value} exposes column statistics"
+        if node.type != "function" or not node.value:
+            continue
+        name = str(node.value).lower()
+        schema, _, short = name.rpartition(".")
+        if name in allowed or short in allowed:
+            continue
+        if short in _OPAQUE_READERS:
+            return f"{short}() runs SQL the proxy cannot see through"
+        builtin = schema in ("", "pg_catalog") and short in catalog.builtin_functions
+        if catalog.builtin_functions and not builtin:
+            return f"{name}() is not a built-in function and may read masked data"
+    return None
+
+
+def _first_text(graph: AIRGraph, call: AIRNode) -> str:
+    for role, kid in graph.children(call):
+        if role.startswith("args") and kid.type == "literal":
+            return str(kid.value).lower()
+    return ""
+
+
+def _identity_change(graph: AIRGraph) -> str | None:
+    """A statement that would make the session act as another role."""
+    for node in graph.walk():
+        if node.attr("@pg") == "VariableSetStmt" and node.attr("kind") != "VAR_RESET":
+            name = str(node.attr("name") or "").lower()
+            if name in _IDENTITY_SETTINGS:
+                return f"SET {name} would change the session's identity"
+        is_set_config = node.type == "function" and str(node.value or "").lower().endswith(
+            "set_config")  # fmt: skip
+        if is_set_config and _first_text(graph, node) in _IDENTITY_SETTINGS:
+            return "set_config() would change the session's identity"
+    return None
+
+
+def evaluate(
+    graphs: list[AIRGraph], who: Who, policy: Policy, catalog: Catalog = Catalog()
+) -> Outcome:
+    """The verdict for the statements of one string, for one session."""
+    rules = session_rules(policy, who)
+    if not rules:
+        return ALLOWED
+    findings: list[Finding] = []
+    guard = guarded(policy, who)
+    for graph in graphs:
+        if guard and policy.fail_closed and graph.kind == "OPAQUE":
+            findings.append(_fail_closed(f"{graph.root_node.attr('statement')} is not modelled"))
+            continue
+        if guard:
+            why = _identity_change(graph)
+            if why:
+                findings.append(Finding("identity", "deny", reason=why))
+                continue
+        if masked(policy, who) and policy.fail_closed:
+            why = _blind_spots(graph, catalog, policy)
+            if why:
+                findings.append(Finding("opaque-read", "deny", reason=why))
+                continue
+        tagged_graph = apply_tags(graph, _tag_map(policy, catalog, rules),
+                                  {k: list(v) for k, v in catalog.columns.items()})  # fmt: skip
+        tagged = [n for n in tagged_graph.walk() if n.tags]
+        tagged += _implicit_reads(tagged_graph, policy, catalog, rules)
+        for index, rule in rules:
+            found = _match(rule, index, tagged_graph, tagged)
+            if found is not None:
+                findings.append(found)
+    return combine(findings)
+
+
+def _implicit_reads(
+    graph: AIRGraph, policy: Policy, catalog: Catalog, rules: tuple[tuple[int, Rule], ...]
+) -> list[AIRNode]:
+    """`COPY table TO ...` reads every column (or the listed ones) without naming them."""
+    root = graph.root_node
+    if root.kind != "COPY" or root.attr("is_from"):
+        return []
+    table = next((n for role, n in graph.children(root) if role == "relation"), None)
+    if table is None:
+        return []
+    name = str(table.value).lower()
+    listed = [str(n.value).lower() for role, n in graph.children(root) if role == "attlist[]"]
+    columns = listed or next(
+        (list(cols) for t, cols in catalog.columns.items() if same_table(t, name)), []
+    )
+    out = []
+    for col in columns:
+        tags: dict[str, str] = {}
+        for key, value in _tag_map(policy, catalog, rules).items():
+            key_table, _, key_col = key.lower().rpartition(".")
+            if same_table(key.lower(), name) or (key_col == col and same_table(key_table, name)):
+                tags.update(value)
+        if tags:
+            ref = f"{name}.{col}"
+            out.append(AIRNode(f"copy:{ref}", "identifier", "COLUMN", value=ref,
+                               tags=tuple(sorted(tags.items()))))  # fmt: skip
+    return out
+
+
+def _fail_closed(why: str) -> Finding:
+    return Finding("fail-closed", "deny", reason=f"{why}: denied because the policy fails closed")
+
+
+def combine(findings: list[Finding]) -> Outcome:
+    if not findings:
+        return ALLOWED
+    action = max((f.action for f in findings), key=lambda a: ACTION_STRENGTH[a])
+    ordered = sorted(findings, key=lambda f: -ACTION_STRENGTH[f.action])
+    return Outcome(action, tuple(ordered))
+
+
+def unparsable(policy: Policy, who: Who, error: str) -> Outcome:
+    """Text the proxy cannot parse: denied if a guarding rule applies and it fails closed."""
+    if policy.fail_closed and guarded(policy, who):
+        return combine([_fail_closed(f"the proxy cannot parse this statement ({error})")])
+    return ALLOWED
+
+
+def function_call(policy: Policy, who: Who) -> Outcome:
+    """The FunctionCall message names a function by OID only: the proxy cannot see through it."""
+    if policy.fail_closed and guarded(policy, who):
+        return combine([_fail_closed("a FunctionCall message")])
+    return ALLOWED

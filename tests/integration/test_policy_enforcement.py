@@ -1,0 +1,222 @@
+"""Policy packs enforced by a real proxy process on a real server, with real clients.
+
+The pack here is the example pack's shape with this run's role names. Every
+protocol path gets the same verdict; denials leave client and server agreeing;
+the explanation log names each action and never a literal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import secrets
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import psycopg
+import pytest
+import yaml
+
+from tests.fixtures.fix_pg import PgServer, run
+from tests.fixtures.fix_proxy import ProxyProcess, start_proxy
+
+SUFFIX = secrets.token_hex(3)
+APP, US, ADMIN = f"app_{SUFFIX}", f"us_{SUFFIX}", f"adm_{SUFFIX}"
+SECRET = "zz-clear-value-zz"
+
+
+def _pack(extra_rules: list[dict] | None = None) -> dict:
+    return {"policy": {
+        "fail_closed": True,
+        "tags": {"public.customers.email": {"sensitivity": "pii"},
+                 "public.payroll": {"region": "eu"}},
+        "rules": [
+            {"name": "mask-pii", "when": {"tags": {"sensitivity": "pii"},
+                                          "except_users": [ADMIN]}, "action": "mask"},
+            {"name": "payroll-eu-only", "when": {"tables": ["public.payroll"], "users": [US]},
+             "action": "deny", "reason": "payroll stays with EU staff"},
+            {"name": "no-unbounded-delete",
+             "when": {"statements": ["DELETE", "UPDATE"], "has_where": False,
+                      "except_users": [ADMIN]},
+             "action": "deny"},
+            {"name": "audit-payroll", "when": {"tables": ["public.payroll"]}, "action": "audit"},
+            *(extra_rules or []),
+        ],
+    }}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def guarded(pg: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
+    for role in (APP, US, ADMIN):
+        pg.execute(f"create role {role} login")
+    pg.execute(
+        "create table customers (id int primary key, name text, email text, phone text);"
+        f"insert into customers values (1, 'Ann', '{SECRET}', '555');"
+        "create table payroll (id int, amount numeric); insert into payroll values (1, 10);"
+        "create table orders (id int, total numeric); insert into orders values (1, 5), (2, 6);"
+        f"grant all on all tables in schema public to {APP}, {US}, {ADMIN};"
+        f"grant all on schema public to {APP}, {US}, {ADMIN}"
+    )
+    tmp = tmp_path_factory.mktemp("policy")
+    pack = tmp / "pack.yaml"
+    pack.write_text(yaml.safe_dump(_pack()))
+    proxy = start_proxy(tmp, pg, {"policy": {"packs": [str(pack)]}})
+    proxy.pack = pack  # type: ignore[attr-defined]
+    yield proxy
+    proxy.stop()
+    pg.execute("drop table customers, payroll, orders")
+    for role in (APP, US, ADMIN):
+        pg.execute(f"drop owned by {role}; drop role {role}")
+
+
+def _explanations(proxy: ProxyProcess) -> list[dict]:
+    path = Path(proxy.config_path).parent / "var" / "explanations.jsonl"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            break
+        time.sleep(0.05)
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _explanation_id(message: str) -> str:
+    found = re.search(r"\((ex_[0-9a-f]+)\)", message)
+    assert found, message
+    return found.group(1)
+
+
+def _until_denied(conn: psycopg.Connection, sql: str, rule: str) -> None:
+    """Run `sql` until `rule` denies it (a change applies in the background)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            conn.execute(sql)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            assert rule in str(exc)
+            return
+        assert time.monotonic() < deadline, f"{rule} never applied to {sql}"
+        time.sleep(0.1)
+
+
+SQL = "SELECT email FROM customers WHERE id = 1"
+
+
+def test_masked_column_is_never_returned_on_any_path(guarded: ProxyProcess) -> None:
+    """Until masks rewrite a statement, the statement is refused: never answered in clear."""
+    dsn = guarded.dsn(user=APP)
+    for prepare in (False, True):
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="mask-pii"):
+                conn.execute(SQL, prepare=prepare)
+            assert conn.execute("select name from customers").fetchall() == [("Ann",)]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for sql in (f"PREPARE p AS {SQL}", f"DECLARE c CURSOR WITH HOLD FOR {SQL}",
+                    "SELECT c FROM customers c", "SELECT * FROM customers"):  # fmt: skip
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="mask-pii"):
+                conn.execute(sql)
+        denied = pytest.raises(psycopg.errors.InsufficientPrivilege, match="mask-pii")
+        with denied, conn.cursor().copy("COPY customers TO STDOUT") as copy:
+            list(copy)
+
+    async def with_asyncpg() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="mask-pii"):
+                await conn.fetch(SQL)
+            assert await conn.fetchval("select count(*) from orders") == 2
+        finally:
+            await conn.close()
+
+    asyncio.run(with_asyncpg())
+    psql = run(["psql", dsn, "-Atc", SQL], check=False)
+    assert psql.returncode != 0 and "mask-pii" in psql.stderr and SECRET not in psql.stdout
+    with psycopg.connect(guarded.dsn(user=ADMIN), autocommit=True) as conn:
+        assert conn.execute(SQL).fetchall() == [(SECRET,)]
+
+
+def test_deny_in_a_transaction_aborts_it_on_both_sides(guarded: ProxyProcess) -> None:
+    with psycopg.connect(guarded.dsn(user=US)) as conn:
+        conn.execute("insert into orders values (3, 7)")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="payroll stays"):
+            conn.execute("select amount from payroll")
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            conn.execute("select 1")
+        conn.rollback()
+        assert conn.execute("select count(*) from orders").fetchone() == (2,)
+        pid = conn.execute("select pg_backend_pid()").fetchone()[0]
+        conn.commit()
+        state = guarded.upstream.execute(  # type: ignore[union-attr]
+            f"select state from pg_stat_activity where pid = {pid}")  # fmt: skip
+        assert state == [("idle",)]
+
+
+def test_unbounded_writes_and_audit(guarded: ProxyProcess) -> None:
+    with psycopg.connect(guarded.dsn(user=APP), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no-unbounded-delete"):
+            conn.execute("delete from orders")
+        assert conn.execute("delete from orders where id = 99").rowcount == 0
+        assert conn.execute("select amount from payroll").fetchall() == [(10,)]
+    assert guarded.upstream.execute("select count(*) from orders") == [(2,)]  # type: ignore[union-attr]
+    audits = [e for e in _explanations(guarded) if e["decision"] == "audit"]
+    assert audits and audits[-1]["evidence"]["rule"] == "audit-payroll"
+    assert audits[-1]["summary"] == "SELECT payroll" and audits[-1]["user"] == APP
+
+
+def test_explanations_name_the_action_and_never_a_literal(guarded: ProxyProcess) -> None:
+    conn = psycopg.connect(guarded.dsn(user=US), autocommit=True)
+    with conn, pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
+        conn.execute("select amount from payroll where amount > 424242")
+    ex_id = _explanation_id(str(err.value))
+    (record,) = [e for e in _explanations(guarded) if e["id"] == ex_id]
+    assert record["decision"] == "deny" and record["reason"] == "payroll stays with EU staff"
+    assert record["evidence"]["rule"] == "payroll-eu-only"
+    assert record["evidence"]["tables"] == ["payroll"] and record["fingerprint"]
+    assert {"time", "confidence", "policy_impact", "air_id", "database"} <= record.keys()
+    text = (Path(guarded.config_path).parent / "var" / "explanations.jsonl").read_text()
+    assert "424242" not in text and SECRET not in text
+
+
+def test_fail_closed_for_guarded_sessions_only(guarded: ProxyProcess) -> None:
+    with psycopg.connect(guarded.dsn(user=APP), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="cannot parse"):
+            conn.execute("selec email from customers")
+        for sql in ("SET ROLE " + ADMIN, "SELECT set_config('role', 'x', false)",
+                    "SELECT * FROM pg_stats", "DO $$ BEGIN END $$"):  # fmt: skip
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(sql)
+    conn = psycopg.connect(guarded.dsn(user=ADMIN), autocommit=True)
+    with conn, pytest.raises(psycopg.errors.SyntaxError):  # no guarding rule applies to admins
+        conn.execute("selec email from customers")
+
+
+def test_comment_tags_apply_after_ddl_through_the_proxy(guarded: ProxyProcess) -> None:
+    with psycopg.connect(guarded.dsn(), autocommit=True) as conn:  # the tables' owner
+        conn.execute("comment on column orders.total is 'sqlx: sensitivity=pii'")
+    with psycopg.connect(guarded.dsn(user=APP), autocommit=True) as conn:
+        _until_denied(conn, "select total from orders", "mask-pii")
+    with psycopg.connect(guarded.dsn(), autocommit=True) as conn:
+        conn.execute("comment on column orders.total is null")
+
+
+def test_reload_applies_to_new_statements_without_dropping_connections(
+    guarded: ProxyProcess,
+) -> None:
+    pack: Path = guarded.pack  # type: ignore[attr-defined]
+    with psycopg.connect(guarded.dsn(user=APP), autocommit=True) as conn:
+        assert conn.execute("select id from orders where id = 1").fetchall() == [(1,)]
+        pack.write_text(yaml.safe_dump(_pack([{"name": "no-orders", "action": "deny",
+                                                "when": {"tables": ["orders"]}}])))  # fmt: skip
+        guarded.signal(signal.SIGHUP)
+        _until_denied(conn, "select id from orders where id = 1", "no-orders")
+        pack.write_text("policy: {rules: [{name: broken, action: nonsense}]}")
+        guarded.signal(signal.SIGHUP)
+        time.sleep(0.5)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no-orders"):
+            conn.execute("select id from orders where id = 2")
+    assert "config reload rejected" in guarded.log()
+    pack.write_text(yaml.safe_dump(_pack()))
+    guarded.signal(signal.SIGHUP)

@@ -1,0 +1,111 @@
+"""Policy packs and their evaluation: AIR graphs and session facts in, a verdict out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sqlx import air
+from sqlx.agents.policy import Catalog, Who, evaluate, function_call, unparsable
+from sqlx.config.policy import PolicyError, load_pack, load_policy
+
+PACK = Path(__file__).resolve().parents[2] / "config" / "packs" / "example.yaml"
+CATALOG = Catalog(
+    columns={"public.customers": ("id", "name", "email", "phone"),
+             "public.payroll": ("id", "amount")},
+    builtin_functions=frozenset(("lower", "count", "row_to_json", "now", "set_config")),
+)  # fmt: skip
+APP = Who("app", "shop")
+ADMIN = Who("admin", "shop")
+US = Who("app_us", "shop")
+
+
+def _verdict(sql: str, who: Who = APP) -> tuple[str, set[str]]:
+    out = evaluate(air.lower_all(sql), who, load_policy([PACK]), CATALOG)
+    return out.action, {f.rule for f in out.findings}
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT email FROM customers",
+        "SELECT c.email AS e FROM customers c",
+        "SELECT * FROM customers",
+        "SELECT c.* FROM customers c",
+        "SELECT c FROM customers c",
+        "SELECT row_to_json(customers) FROM customers",
+        "WITH x AS (SELECT email FROM customers) SELECT * FROM x",
+        "SELECT name FROM customers UNION SELECT email FROM customers",
+        "COPY customers TO STDOUT",
+        "COPY (SELECT phone FROM customers) TO STDOUT",
+        "UPDATE customers SET name = 'x' WHERE id = 1 RETURNING email",
+        "EXPLAIN ANALYZE SELECT email FROM customers",
+        "PREPARE p AS SELECT email FROM customers",
+        "DECLARE c CURSOR FOR SELECT email FROM customers",
+    ],
+)
+def test_pii_is_masked_whatever_the_form(sql: str) -> None:
+    assert _verdict(sql) == ("mask", {"mask-pii"})
+    assert _verdict(sql, ADMIN)[0] == "allow"
+
+
+def test_columns_without_tags_are_untouched() -> None:
+    assert _verdict("SELECT id, name FROM customers") == ("allow", set())
+    assert _verdict("COPY customers (id, name) TO STDOUT") == ("allow", set())
+    assert _verdict("INSERT INTO customers (name) VALUES ('x')") == ("allow", set())
+
+
+def test_deny_beats_mask_and_audit() -> None:
+    action, rules = _verdict("SELECT amount FROM payroll", US)
+    assert action == "deny" and rules == {"payroll-eu-only", "audit-payroll"}
+    assert _verdict("SELECT amount FROM payroll", APP) == ("audit", {"audit-payroll"})
+    out = evaluate(air.lower_all("SELECT * FROM payroll"), US, load_policy([PACK]), CATALOG)
+    assert out.reason == "payroll data stays with EU staff"
+
+
+def test_unbounded_writes_are_denied() -> None:
+    assert _verdict("DELETE FROM orders")[0] == "deny"
+    assert _verdict("UPDATE orders SET total = 0")[0] == "deny"
+    assert _verdict("DELETE FROM orders WHERE id = 1")[0] == "allow"
+    assert _verdict("WITH d AS (DELETE FROM orders RETURNING id) SELECT * FROM d")[0] == "deny"
+
+
+def test_what_cannot_be_seen_through_is_denied_for_guarded_sessions() -> None:
+    policy = load_policy([PACK])
+    assert unparsable(policy, APP, "syntax error").action == "deny"
+    assert function_call(policy, APP).action == "deny"
+    assert _verdict("SET ROLE admin")[0] == "deny"
+    assert _verdict("SELECT set_config('role', 'admin', false)")[0] == "deny"
+    assert _verdict("RESET ROLE")[0] == "allow"
+    assert _verdict("SELECT query_to_xml('select email from customers', true, true, '')")[0] == (
+        "deny")  # fmt: skip
+    assert _verdict("SELECT my_udf(id) FROM customers")[0] == "deny"
+    assert _verdict("SELECT * FROM pg_stats")[0] == "deny"
+    assert _verdict("DO $$ BEGIN PERFORM 1; END $$")[0] == "deny"
+    assert _verdict("SELECT lower(name) FROM customers")[0] == "allow"
+    # The admin is outside every guarding rule: nothing is hidden from them.
+    assert _verdict("SELECT my_udf(id) FROM customers", ADMIN)[0] == "allow"
+
+
+def test_who_conditions() -> None:
+    policy = load_policy([PACK])
+    cidr = policy.model_copy(update={"rules": (policy.rules[1].model_copy(
+        update={"when": policy.rules[1].when.model_copy(
+            update={"users": (), "clients": ("10.0.0.0/8",)})}),)})  # fmt: skip
+    graphs = air.lower_all("SELECT 1 FROM payroll")
+    assert evaluate(graphs, Who("x", "d", "", "10.1.2.3"), cidr, CATALOG).action == "deny"
+    assert evaluate(graphs, Who("x", "d", "", "192.168.1.1"), cidr, CATALOG).action == "allow"
+
+
+def test_a_bad_pack_is_refused_with_the_key_path(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("policy:\n  rules:\n    - {name: r, when: {tabels: [t]}, action: deny}\n")
+    with pytest.raises(PolicyError, match=r"bad.yaml: policy.rules.0.when.tabels"):
+        load_pack(bad)
+    bad.write_text("policy:\n  rules:\n    - name: r\n      action: mask\n      mask: blur\n")
+    with pytest.raises(PolicyError, match="mask must be one of"):
+        load_pack(bad)
+    bad.write_text("policy:\n  rules:\n    - {name: r, action: filter}\n")
+    with pytest.raises(PolicyError, match="needs predicate"):
+        load_pack(bad)
