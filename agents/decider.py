@@ -17,11 +17,12 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from sqlx.agents import mask
 from sqlx.agents import policy as pol
 from sqlx.agents.catalog import CatalogStore
 from sqlx.agents.explain import Explanation, ExplanationLog, new_id
 from sqlx.air.cache import LoweringCache
-from sqlx.air.errors import LoweringError
+from sqlx.air.errors import EmissionError, LoweringError
 from sqlx.air.model import AIRGraph
 from sqlx.air.pg import fingerprint as pg_fingerprint
 from sqlx.config.policy import Policy
@@ -53,6 +54,8 @@ class _Evaluated:
     summary: str
     fingerprint: str | None
     air_id: str | None
+    rewritten: str | None = None  # the statement with masks and filters applied
+    refused: str | None = None  # why masks or filters could not be applied
 
 
 class PolicyDecider:
@@ -159,7 +162,17 @@ class PolicyDecider:
             except Exception:
                 fp = None
         air_id = graphs[0].root if graphs else None
-        return _Evaluated(outcome, summary(graphs), fp, air_id)
+        rewritten = refused = None
+        if outcome.action in ("mask", "filter"):
+            names = {f.rule for f in outcome.findings if f.action in ("mask", "filter")}
+            try:
+                rewritten = mask.rewrite(graphs, policy, who, catalog,
+                                         mask.applicable(policy, who, names))  # fmt: skip
+            except mask.Refused as exc:
+                refused = str(exc)
+            except (LoweringError, EmissionError) as exc:
+                refused = f"the rewritten statement is not valid: {exc}"
+        return _Evaluated(outcome, summary(graphs), fp, air_id, rewritten, refused)
 
     # --- the answer ----------------------------------------------------------------
 
@@ -170,14 +183,17 @@ class PolicyDecider:
         finding = outcome.deciding
         assert finding is not None
         explanation_id = new_id()
-        if outcome.action in ("deny", "mask", "filter"):
-            # Masking and row filters rewrite the statement; until a rewrite exists
-            # for a statement, it is refused rather than answered in clear.
+        if outcome.action == "deny" or evaluated.refused is not None:
             verdict = Verdict.DENY
             why = finding.reason if outcome.action == "deny" else (
-                f"{finding.action} cannot be applied to this statement")  # fmt: skip
+                f"{finding.action} cannot be applied: {evaluated.refused}")  # fmt: skip
             reason = f'permission denied by policy "{finding.rule}": {why} ({explanation_id})'
             decision = Decision(Verdict.DENY, reason=reason, fingerprint=evaluated.fingerprint,
+                                summary=evaluated.summary)  # fmt: skip
+        elif outcome.action in ("mask", "filter"):
+            verdict = Verdict.REWRITE
+            decision = Decision(Verdict.REWRITE, sql=evaluated.rewritten, reason=finding.reason,
+                                fingerprint=evaluated.fingerprint,
                                 summary=evaluated.summary)  # fmt: skip
         else:  # audit
             verdict = Verdict.ALLOW
@@ -199,8 +215,9 @@ class PolicyDecider:
             "columns": list(finding.columns),
             "tags": dict(finding.tags),
         }
-        impact = ("statement not executed" if verdict is Verdict.DENY
-                  else "statement executed and recorded")  # fmt: skip
+        impact = {Verdict.DENY: "statement not executed",
+                  Verdict.REWRITE: "statement executed with masks and filters applied",
+                  Verdict.ALLOW: "statement executed and recorded"}[verdict]  # fmt: skip
         self.log.write(Explanation(
             id=explanation_id, decision=outcome.action, reason=finding.reason, evidence=evidence,
             confidence=1.0, policy_impact=impact, air_id=evaluated.air_id,

@@ -156,12 +156,19 @@ def emit(graph: AIRGraph) -> str:
     root = graph.root_node
     if root.kind == "OPAQUE":
         return str(root.value)
-    tree = _rebuild(graph, root)
     # Calls written in SQL syntax (AT TIME ZONE, substring(x FROM y), trim(...))
     # must be printed that way again, or they re-parse as plain calls.
     special = any(n.attr("funcformat") == "COERCE_SQL_SYNTAX" for n in graph.nodes.values())
+    return deparse(_rebuild(graph, root), special)
+
+
+def deparse(stmt: dict[str, Any], special_functions: bool | None = None) -> str:
+    """The SQL text of one statement in pglast's dict form."""
+    if special_functions is None:
+        special_functions = "COERCE_SQL_SYNTAX" in repr(stmt)
     try:
-        return RawStream(special_functions=special)(ast.RawStmt({"@": "RawStmt", "stmt": tree}))
+        raw = ast.RawStmt({"@": "RawStmt", "stmt": stmt})
+        return RawStream(special_functions=special_functions)(raw)
     except Exception as exc:  # the deparser raises many types
         raise EmissionError(f"cannot deparse: {exc}", DIALECT) from exc
 

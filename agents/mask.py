@@ -1,0 +1,337 @@
+"""Masks and row filters, applied by rewriting the statement (PostgreSQL).
+
+Every place a statement *reads* a masked or filtered table (FROM, JOIN,
+USING, MERGE's source, subqueries, CTE bodies, UNION arms, PREPARE, DECLARE,
+EXPLAIN, `COPY (SELECT ...)`) gets a derived table in its stead:
+
+    FROM customers c   →   FROM (SELECT id, name, <mask>(email) AS email, phone
+                                 FROM customers WHERE <filter>) c
+
+so whatever the statement does with the rows (plain and qualified columns,
+`*`, `t.*`, aliases, whole-row references like `row_to_json(c)` or `c::text`)
+sees masked values only. `COPY t TO` becomes `COPY (SELECT ...) TO`; a masked
+column in `RETURNING` (or `RETURNING *`) is masked in place; UPDATE and DELETE
+get a filter's predicate in their WHERE.
+
+Refused instead (the caller denies): a masked column in WHERE, JOIN, GROUP
+BY, ORDER BY or a window (its values could be inferred) unless the rule says
+`on_inference: allow`; a masked column an UPDATE copies; a masked table in a
+position this module does not rewrite (TABLESAMPLE, a whole-row RETURNING);
+a masked table whose columns the catalog does not list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlx.agents.policy import Catalog, Who, session_rules
+from sqlx.air import pg
+from sqlx.air.model import AIRGraph
+from sqlx.air.tags import apply_tags, same_table
+from sqlx.config.policy import Policy, Rule
+
+_PLACEHOLDER = "__sqlx_masked_column__"
+# Where a RangeVar is read (as opposed to written: INSERT/UPDATE/DELETE targets).
+_READ_KEYS = frozenset(("fromClause", "larg", "rarg", "usingClause", "sourceRelation"))
+# Clauses whose use of a masked column lets a client infer its values.
+_INFERENCE_ROLES = frozenset(("whereClause", "havingClause", "groupClause[]", "sortClause[]",
+                              "quals", "partitionClause[]", "orderClause[]",
+                              "distinctClause[]", "usingClause[]"))  # fmt: skip
+
+
+class Refused(Exception):
+    """The statement cannot be rewritten safely; the message says why."""
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def mask_sql(rule: Rule, column: str) -> str:
+    """The SQL expression that stands for `column` under `rule`'s mask."""
+    col = _quote(column)
+    kind = rule.mask_kind
+    if kind == "redact":
+        return f"CASE WHEN {col} IS NULL THEN NULL ELSE '****' END"
+    if kind == "null":
+        return "NULL::text"
+    if kind == "hash":
+        return f"encode(sha256(convert_to({col}::text, 'UTF8')), 'hex')"
+    if kind == "partial":
+        text = f"{col}::text"
+        middle = f"repeat('*', length({text}) - 4)"
+        return (f"CASE WHEN {col} IS NULL THEN NULL WHEN length({text}) <= 4 THEN '****' "
+                f"ELSE left({text}, 2) || {middle} || right({text}, 2) END")  # fmt: skip
+    return kind.removeprefix("sql:").replace("{col}", col)
+
+
+@dataclass
+class TablePolicy:
+    """What reading one table takes: masked columns (with their rule) and row filters."""
+
+    table: str  # schema.table, as the catalog names it
+    columns: tuple[str, ...]
+    masks: dict[str, Rule]
+    filters: list[str]
+
+
+def table_policies(
+    policy: Policy, who: Who, catalog: Catalog, rules: list[Rule]
+) -> dict[str, TablePolicy]:
+    """The tables `rules` (mask and filter rules that matched) touch, from the catalog."""
+    out: dict[str, TablePolicy] = {}
+    for table, columns in catalog.columns.items():
+        for rule in rules:
+            w = rule.when
+            table_hit = any(same_table(table, t.lower()) for t in w.tables)
+            for column in columns:
+                tags = _column_tags(policy, catalog, table, column)
+                hit = (not w.tables or table_hit) and (
+                    not w.columns or any(_is_column(c, table, column) for c in w.columns)
+                ) and all(tags.get(k) == v for k, v in w.tags.items())  # fmt: skip
+                if not hit or not (w.tables or w.columns or w.tags):
+                    continue
+                entry = out.setdefault(table, TablePolicy(table, columns, {}, []))
+                if rule.action == "mask":
+                    entry.masks.setdefault(column, rule)
+                elif rule.action == "filter" and rule.predicate not in entry.filters:
+                    entry.filters.append(rule.predicate or "false")
+    return out
+
+
+def _is_column(spec: str, table: str, column: str) -> bool:
+    spec_table, _, spec_col = spec.lower().rpartition(".")
+    return spec_col == column and same_table(table, spec_table)
+
+
+def _column_tags(policy: Policy, catalog: Catalog, table: str, column: str) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for source in (catalog.comment_tags, policy.tags):
+        for key, value in source.items():
+            key = key.lower()
+            key_table, _, key_col = key.rpartition(".")
+            if same_table(table, key) or (key_col == column and same_table(table, key_table)):
+                tags.update(value)
+    return tags
+
+
+def check_inference(graph: AIRGraph, policy: Policy, who: Who, catalog: Catalog,
+                    tables: dict[str, TablePolicy]) -> None:  # fmt: skip
+    """Refuse a statement that filters, joins, groups or sorts on a masked column."""
+    masked = {(t, c): rule for t, tp in tables.items() for c, rule in tp.masks.items()}
+    if not masked:
+        return
+    tag_map = {f"{t}.{c}": {"@masked": f"{t}.{c}"} for t, c in masked}
+    tagged = apply_tags(graph, tag_map, {k: list(v) for k, v in catalog.columns.items()})
+    stack: list[tuple[str, bool]] = [(tagged.root, False)]
+    seen: set[tuple[str, bool]] = set()
+    while stack:
+        nid, inferring = stack.pop()
+        if (nid, inferring) in seen:
+            continue
+        seen.add((nid, inferring))
+        node = tagged[nid]
+        ref = node.tag_map.get("@masked")
+        if ref and inferring:
+            table, _, column = ref.rpartition(".")
+            if masked[(table, column)].on_inference == "deny":
+                raise Refused(f"masked column {ref} is used to filter, join, group or sort")
+        for role, kid in zip(node.roles, node.children, strict=True):
+            stack.append((kid, inferring or role in _INFERENCE_ROLES))
+
+
+# --- rewriting the pglast tree ------------------------------------------------------
+
+
+def _expr(sql: str, column: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A parsed SQL expression; the placeholder column becomes `column` if given."""
+    (raw,) = pg.parse(f"SELECT {sql}")
+    expr = raw["stmt"]["targetList"][0]["val"]
+    return _replace_placeholder(expr, column) if column is not None else expr
+
+
+def _replace_placeholder(node: Any, column: dict[str, Any]) -> Any:
+    if isinstance(node, dict):
+        if node.get("@") == "ColumnRef" and [f.get("sval") for f in node["fields"]] == [
+            _PLACEHOLDER
+        ]:
+            return column
+        return {k: _replace_placeholder(v, column) for k, v in node.items()}
+    if isinstance(node, tuple | list):
+        return tuple(_replace_placeholder(v, column) for v in node)
+    return node
+
+
+def _derived_select(tp: TablePolicy, relation: dict[str, Any], only: list[str] | None) -> str:
+    cols = []
+    for column in only or tp.columns:
+        rule = tp.masks.get(column)
+        cols.append(f"{mask_sql(rule, column)} AS {_quote(column)}" if rule else _quote(column))
+    schema, _, table = tp.table.rpartition(".")
+    source = f"{'' if relation.get('inh', True) else 'ONLY '}{_quote(schema)}.{_quote(table)}"
+    where = " AND ".join(f"({p})" for p in tp.filters)
+    return f"SELECT {', '.join(cols)} FROM {source}" + (f" WHERE {where}" if where else "")
+
+
+class Rewriter:
+    def __init__(self, tables: dict[str, TablePolicy], ctes: set[str]) -> None:
+        self.tables = tables
+        self.ctes = ctes
+        self.changed = False
+
+    def policy_of(self, relation: dict[str, Any]) -> TablePolicy | None:
+        name = ".".join(p for p in (relation.get("schemaname"), relation["relname"]) if p).lower()
+        if not relation.get("schemaname") and name in self.ctes:
+            return None
+        found = [tp for t, tp in self.tables.items() if same_table(t, name)]
+        if len(found) > 1:
+            raise Refused(f"{name} could name several policed tables; qualify it with its schema")
+        return found[0] if found else None
+
+    def walk(self, node: Any, key: str = "") -> Any:
+        if isinstance(node, tuple | list):
+            return tuple(self.walk(v, key) for v in node)
+        if not isinstance(node, dict):
+            return node
+        cls = node.get("@")
+        if cls == "RangeVar":
+            tp = self.policy_of(node)
+            if tp is None:
+                return node
+            if key not in _READ_KEYS:
+                raise Refused(f"{tp.table} is read in a form the proxy cannot rewrite")
+            return self._derived(node, tp)
+        if cls in ("UpdateStmt", "DeleteStmt", "InsertStmt", "MergeStmt"):
+            return self._write(node)
+        if cls == "CopyStmt" and node.get("relation") and not node.get("is_from"):
+            return self._copy(node)
+        return {k: self.walk(v, k) for k, v in node.items()}
+
+    def _derived(self, relation: dict[str, Any], tp: TablePolicy) -> dict[str, Any]:
+        self.changed = True
+        (raw,) = pg.parse(_derived_select(tp, relation, None))
+        alias = relation.get("alias") or {"@": "Alias", "aliasname": relation["relname"]}
+        return {"@": "RangeSubselect", "lateral": False, "subquery": raw["stmt"], "alias": alias}
+
+    def _write(self, stmt: dict[str, Any]) -> dict[str, Any]:
+        target = stmt.get("relation")
+        out = {k: (v if k == "relation" else self.walk(v, k)) for k, v in stmt.items()}
+        tp = self.policy_of(target) if target else None
+        if tp is None:
+            return out
+        if tp.filters and stmt["@"] in ("UpdateStmt", "DeleteStmt"):
+            self.changed = True
+            where = " AND ".join(f"({p})" for p in tp.filters)
+            cond = _expr(where)
+            old = out.get("whereClause")
+            out["whereClause"] = cond if old is None else {
+                "@": "BoolExpr", "boolop": "AND_EXPR", "args": (old, cond)}  # fmt: skip
+        if tp.masks:
+            if stmt["@"] == "UpdateStmt" and _reads_masked(stmt.get("targetList", ()), tp):
+                raise Refused(f"an UPDATE copies a masked column of {tp.table}")
+            returning = out.get("returningClause") or {}
+            if returning.get("exprs"):
+                self.changed = True
+                out["returningClause"] = {**returning, "exprs": self._returning(
+                    returning["exprs"], tp)}  # fmt: skip
+        return out
+
+    def _returning(self, targets: tuple[dict[str, Any], ...], tp: TablePolicy) -> tuple:
+        out = []
+        for target in targets:
+            val = target.get("val", {})
+            star = val.get("@") == "ColumnRef" and val["fields"][-1].get("@") == "A_Star"
+            if star:
+                for column in tp.columns:
+                    out.append(self._masked_target(column, tp, None))
+                continue
+            out.append(_mask_refs(target, tp))
+        return tuple(out)
+
+    def _masked_target(self, column: str, tp: TablePolicy, name: str | None) -> dict[str, Any]:
+        ref = {"@": "ColumnRef", "fields": ({"@": "String", "sval": column},)}
+        rule = tp.masks.get(column)
+        val = _expr(mask_sql(rule, _PLACEHOLDER), ref) if rule else ref
+        return {"@": "ResTarget", "name": name or column, "val": val}
+
+    def _copy(self, stmt: dict[str, Any]) -> dict[str, Any]:
+        relation = stmt["relation"]
+        tp = self.policy_of(relation)
+        if tp is None:
+            return stmt
+        self.changed = True
+        only = [a["sval"].lower() for a in stmt.get("attlist", ())] or None
+        (raw,) = pg.parse(_derived_select(tp, relation, only))
+        out = {k: v for k, v in stmt.items() if k not in ("relation", "attlist")}
+        out["query"] = raw["stmt"]
+        return out
+
+
+def _reads_masked(node: Any, tp: TablePolicy) -> bool:
+    if isinstance(node, dict):
+        if node.get("@") == "ColumnRef":
+            names = [f.get("sval") for f in node.get("fields", ()) if f.get("@") == "String"]
+            if names and names[-1] and names[-1].lower() in tp.masks:
+                return True
+        return any(_reads_masked(v, tp) for k, v in node.items() if k != "name")
+    if isinstance(node, tuple | list):
+        return any(_reads_masked(v, tp) for v in node)
+    return False
+
+
+def _mask_refs(node: Any, tp: TablePolicy) -> Any:
+    """A RETURNING item with each masked column of the target replaced by its mask."""
+    if isinstance(node, dict):
+        if node.get("@") == "ResTarget":
+            val = node.get("val", {})
+            name = node.get("name")
+            if name is None and val.get("@") == "ColumnRef":
+                name = val["fields"][-1].get("sval")
+            return {**node, "val": _mask_refs(val, tp), **({"name": name} if name else {})}
+        if node.get("@") == "ColumnRef":
+            names = [f.get("sval") for f in node.get("fields", ()) if f.get("@") == "String"]
+            column = (names[-1] or "").lower() if names else ""
+            if column in tp.masks:
+                return _expr(mask_sql(tp.masks[column], _PLACEHOLDER), node)
+            if len(names) == 1 and same_table(tp.table, column):
+                raise Refused(f"a whole-row reference to {tp.table} in RETURNING")
+            return node
+        return {k: _mask_refs(v, tp) for k, v in node.items()}
+    if isinstance(node, tuple | list):
+        return tuple(_mask_refs(v, tp) for v in node)
+    return node
+
+
+def _cte_names(node: Any, out: set[str]) -> set[str]:
+    if isinstance(node, dict):
+        if node.get("@") == "CommonTableExpr":
+            out.add(str(node.get("ctename", "")).lower())
+        for v in node.values():
+            _cte_names(v, out)
+    elif isinstance(node, tuple | list):
+        for v in node:
+            _cte_names(v, out)
+    return out
+
+
+def rewrite(graphs: list[AIRGraph], policy: Policy, who: Who, catalog: Catalog,
+            rules: list[Rule]) -> str:  # fmt: skip
+    """The statements of one string with masks and filters applied; raises `Refused`."""
+    if not catalog.known:
+        raise Refused("the proxy could not read the catalog to rewrite this statement")
+    tables = table_policies(policy, who, catalog, rules)
+    texts = []
+    for graph in graphs:
+        check_inference(graph, policy, who, catalog, tables)
+        (raw,) = pg.parse(graph.source)
+        rewriter = Rewriter(tables, _cte_names(raw, set()))
+        tree = rewriter.walk(raw["stmt"])
+        texts.append(pg.deparse(tree) if rewriter.changed else graph.source)
+    return ";\n".join(texts)
+
+
+def applicable(policy: Policy, who: Who, names: set[str]) -> list[Rule]:
+    """The session's mask and filter rules among the rule `names` that matched."""
+    return [r for _, r in session_rules(policy, who)
+            if r.name in names and r.action in ("mask", "filter")]  # fmt: skip
