@@ -95,10 +95,28 @@ class PolicyDecider:
         ):
             self.catalogs.refresh(outcome.statements[0].facts.database)
 
-    async def prepare(self, database: str) -> None:
-        """Called before a client of `database` is let through: its catalog must be known."""
-        if self.catalogs is not None and not self.policy.empty:
-            await self.catalogs.prepare(database)
+    async def prepare(self, facts: SessionFacts) -> str | None:
+        """Before a session is connected: read its database's catalog; refuse a guarded
+        session whose startup packet would give it another identity."""
+        policy = self.policy
+        if policy.empty:
+            return None
+        who = self._who_of(facts)
+        if pol.guarded(policy, who):
+            why = pol.startup_identity(facts.settings)
+            if why:
+                self._explain_session(who, why)
+                return f"permission denied by policy: {why}"
+        if self.catalogs is not None:
+            await self.catalogs.prepare(facts.database)
+        return None
+
+    def _explain_session(self, who: pol.Who, why: str) -> None:
+        if self.log is not None:
+            self.log.write(Explanation(
+                id=new_id(), decision="deny", reason=why, evidence={"rule": "identity"},
+                policy_impact="session refused", user=who.user, database=who.database,
+                summary="STARTUP"))  # fmt: skip
 
     def reload(self, policy: Policy) -> None:
         self.policy = policy

@@ -253,6 +253,18 @@ def _identity_change(graph: AIRGraph) -> str | None:
     return None
 
 
+def startup_identity(settings: Iterable[tuple[str, str]]) -> str | None:
+    """A startup parameter that would make the session act as another role."""
+    for key, value in settings:
+        name = key.lower()
+        if name in _IDENTITY_SETTINGS:
+            return f"the startup parameter {name} would change the session's identity"
+        if name == "options" and any(s in value.lower().replace("_", "-") for s in (
+                "role=", "session-authorization=")):  # fmt: skip
+            return "the startup options would change the session's identity"
+    return None
+
+
 def evaluate(
     graphs: list[AIRGraph], who: Who, policy: Policy, catalog: Catalog = Catalog()
 ) -> Outcome:

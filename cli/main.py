@@ -41,9 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _proxy_args(sub)
     _bench_args(sub)
-    from sqlx.cli import air_cmd
+    from sqlx.cli import air_cmd, explain_cmd
 
     air_cmd.add_parser(sub)
+    explain_cmd.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "proxy":
         from sqlx.cli.run_proxy import run_proxy
@@ -51,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_proxy(args)
     if args.command == "air":
         return air_cmd.run(args)
+    if args.command == "explain":
+        return explain_cmd.run(args)
     if args.command == "bench" and args.bench == "air":
         from sqlx.bench.air_bench import run_from_args as run_air
 

@@ -36,6 +36,8 @@ class SessionFacts:
     application_name: str
     client_addr: str
     tls: bool
+    # The startup packet's other parameters (`options`, GUCs such as `role`).
+    settings: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +79,9 @@ class Outcome:
 
 class Decider(Protocol):
     """`decide` runs inline, before the statement goes anywhere; `observe` after the
-    server answered. A decider may also have `async prepare(database)`, awaited
-    before a client of that database is connected upstream."""
+    server answered. A decider may also have `async prepare(facts) -> str | None`,
+    awaited before the session is connected upstream: a string refuses the
+    session (FATAL 42501 with that text)."""
 
     def decide(self, statement: Statement) -> Decision: ...
 

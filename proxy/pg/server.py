@@ -206,10 +206,14 @@ class ClientConnection(asyncio.Protocol):
         target = self.target = self.proxy.target
         prepare = getattr(self.proxy.decider, "prepare", None)
         if prepare is not None:
-            # What the decider needs for this database (its catalog) is ready before
-            # the session can reach its first statement.
-            await prepare(action.facts.database)
+            # What the decider needs for this session (its database's catalog) is
+            # ready before the session can reach its first statement.
+            refusal = await prepare(action.facts)
             if self.closed:
+                return
+            if refusal:
+                self.session.fail("42501", refusal)
+                self._act()
                 return
         try:
             transport, _ = await upstream.open_connection(

@@ -283,12 +283,14 @@ class PgSession:
                 del params[k]
             self.out_client.append(codec.encode_negotiate_protocol_version(0, options))
         user = params.get("user", "")
+        named = ("user", "database", "application_name")
         self.facts = SessionFacts(
             user=user,
             database=params.get("database") or user,
             application_name=params.get("application_name", ""),
             client_addr=self.client_addr,
             tls=self.tls,
+            settings=tuple((k, v) for k, v in params.items() if k not in named),
         )
         self._move("startup")
         self._keep_early(rest)

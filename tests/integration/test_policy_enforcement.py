@@ -12,6 +12,8 @@ import json
 import re
 import secrets
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,6 +83,14 @@ def _explanations(proxy: ProxyProcess) -> list[dict]:
             break
         time.sleep(0.05)
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _denied(proxy: ProxyProcess, user: str, sql: str) -> str:
+    """The message of the 42501 the proxy answers `sql` with, for `user`."""
+    conn = psycopg.connect(proxy.dsn(user=user), autocommit=True)
+    with conn, pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
+        conn.execute(sql)
+    return str(err.value)
 
 
 def _explanation_id(message: str) -> str:
@@ -210,10 +220,8 @@ def test_unbounded_writes_and_audit(guarded: ProxyProcess) -> None:
 
 
 def test_explanations_name_the_action_and_never_a_literal(guarded: ProxyProcess) -> None:
-    conn = psycopg.connect(guarded.dsn(user=US), autocommit=True)
-    with conn, pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
-        conn.execute("select amount from payroll where amount > 424242")
-    ex_id = _explanation_id(str(err.value))
+    denied = _denied(guarded, US, "select amount from payroll where amount > 424242")
+    ex_id = _explanation_id(denied)
     (record,) = [e for e in _explanations(guarded) if e["id"] == ex_id]
     assert record["decision"] == "deny" and record["reason"] == "payroll stays with EU staff"
     assert record["evidence"]["rule"] == "payroll-eu-only"
@@ -266,3 +274,38 @@ def test_reload_applies_to_new_statements_without_dropping_connections(
     assert "config reload rejected" in guarded.log()
     pack.write_text(yaml.safe_dump(_pack()))
     guarded.signal(signal.SIGHUP)
+
+
+@pytest.mark.parametrize("params", [{"options": f"-c role={ADMIN}"}, {"options": "--role=x"}])
+def test_a_guarded_session_cannot_take_another_identity_at_startup(
+    guarded: ProxyProcess, params: dict[str, str]
+) -> None:
+    with pytest.raises(psycopg.OperationalError, match="identity"):
+        psycopg.connect(guarded.dsn(user=APP), **params)
+    # An unguarded session may (the server still checks role membership).
+    with psycopg.connect(guarded.dsn(user=ADMIN), options=f"-c role={ADMIN}") as conn:
+        assert conn.execute("select current_user").fetchone() == (ADMIN,)
+
+
+def test_explain_tail_and_show(guarded: ProxyProcess) -> None:
+    ex_id = _explanation_id(_denied(guarded, US, "select * from payroll"))
+    _explanations(guarded)  # written
+    data_dir = str(Path(guarded.config_path).parent / "var")
+    sqlxos = [sys.executable, "-m", "sqlx.cli.main", "explain", "--data-dir", data_dir]
+    tail = run([*sqlxos, "tail", "-n", "50"])
+    (shown,) = [ln for ln in tail.stdout.splitlines() if ex_id in ln]
+    assert "DENY" in shown and f"{US}@" in shown and "rule=payroll-eu-only" in shown
+    as_json = run([*sqlxos, "tail", "--json"]).stdout.splitlines()
+    assert all(json.loads(ln)["id"] for ln in as_json)
+    show = run([*sqlxos, "show", ex_id])
+    assert json.loads(show.stdout)["evidence"]["rule"] == "payroll-eu-only"
+    assert run([*sqlxos, "show", "ex_nope"], check=False).returncode == 1
+    follow = subprocess.Popen([*sqlxos, "tail", "-n", "0", "-f"], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)
+        denied = _denied(guarded, US, "select id from payroll")
+        followed = follow.stdout.readline()  # type: ignore[union-attr]
+        assert _explanation_id(denied) in followed
+    finally:
+        follow.terminate()
+        follow.wait(10)
