@@ -56,6 +56,7 @@ class _Evaluated:
     air_id: str | None
     rewritten: str | None = None  # the statement with masks and filters applied
     refused: str | None = None  # why masks or filters could not be applied
+    shape_safe: bool = False  # the verdict holds for any literals in the same shape
 
 
 class PolicyDecider:
@@ -151,12 +152,29 @@ class PolicyDecider:
             self.hits += 1
             self._cache.move_to_end(key)
             return found
-        self.misses += 1
-        found = self._evaluate_uncached(statement, who, policy)
+        # A verdict that cannot depend on literals is shared by every text of the
+        # same shape: a repeat with new literals costs a fingerprint, not a lowering.
+        shape_key = None
+        if statement.sql:
+            try:
+                shape_key = ("shape", pg_fingerprint(statement.sql), *key[1:])
+            except Exception:  # unparsable: no shape; evaluated below
+                shape_key = None
+        found = self._cache.get(shape_key) if shape_key else None
+        if found is not None:
+            self.hits += 1
+        else:
+            self.misses += 1
+            found = self._evaluate_uncached(statement, who, policy)
+            if shape_key and found.shape_safe:
+                self._remember(shape_key, found)
+        self._remember(key, found)
+        return found
+
+    def _remember(self, key: tuple[object, ...], found: _Evaluated) -> None:
         self._cache[key] = found
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
-        return found
 
     def _evaluate_uncached(self, statement: Statement, who: pol.Who, policy: Policy) -> _Evaluated:
         if statement.path is Path.FUNCTION_CALL:
@@ -190,7 +208,12 @@ class PolicyDecider:
                 refused = str(exc)
             except (LoweringError, EmissionError) as exc:
                 refused = f"the rewritten statement is not valid: {exc}"
-        return _Evaluated(outcome, summary(graphs), fp, air_id, rewritten, refused)
+        # A rewrite carries the statement's literals; set_config's verdict reads one.
+        shape_safe = outcome.action in ("allow", "deny", "audit") and not any(
+            n.type == "function" and str(n.value or "").lower().endswith("set_config")
+            for g in graphs for n in g.walk()
+        )  # fmt: skip
+        return _Evaluated(outcome, summary(graphs), fp, air_id, rewritten, refused, shape_safe)
 
     # --- the answer ----------------------------------------------------------------
 
