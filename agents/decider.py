@@ -21,9 +21,9 @@ from sqlx.agents import mask
 from sqlx.agents import policy as pol
 from sqlx.agents.catalog import CatalogStore
 from sqlx.agents.explain import Explanation, ExplanationLog, new_id
+from sqlx.air.api import summary_of
 from sqlx.air.cache import LoweringCache
 from sqlx.air.errors import EmissionError, LoweringError
-from sqlx.air.model import AIRGraph
 from sqlx.air.pg import fingerprint as pg_fingerprint
 from sqlx.config.policy import Policy
 from sqlx.proxy.decision import ALLOW, Decision, Outcome, Path, SessionFacts, Statement, Verdict
@@ -33,19 +33,6 @@ from sqlx.proxy.decision import ALLOW, Decision, Outcome, Path, SessionFacts, St
 _DDL = re.compile(r"\b(create|alter|drop|comment|grant|revoke)\b", re.IGNORECASE)
 # An allow the session tracks, so that `observe` hears how the statement ended.
 _ALLOW_OBSERVED = Decision(Verdict.ALLOW, reason="schema change: the catalog is read again")
-
-
-def summary(graphs: list[AIRGraph]) -> str:
-    """`SELECT customers orders`: the statement kind and the tables it names (spans, logs)."""
-    if not graphs:
-        return ""
-    g = graphs[0]
-    tables: list[str] = []
-    for node in g.walk():
-        if node.kind == "TABLE" and node.value and str(node.value) not in tables:
-            tables.append(str(node.value))
-    kind = str(g.root_node.attr("statement") or g.kind) if g.kind == "OPAQUE" else g.kind
-    return " ".join([kind, *tables[:3]]) + (" ..." if len(graphs) > 1 else "")
 
 
 @dataclass(frozen=True)
@@ -125,6 +112,10 @@ class PolicyDecider:
 
     def invalidate(self) -> None:
         self._cache.clear()
+
+    @property
+    def cached(self) -> int:
+        return len(self._cache)
 
     # --- evaluation ---------------------------------------------------------------
 
@@ -213,7 +204,7 @@ class PolicyDecider:
             n.type == "function" and str(n.value or "").lower().endswith("set_config")
             for g in graphs for n in g.walk()
         )  # fmt: skip
-        return _Evaluated(outcome, summary(graphs), fp, air_id, rewritten, refused, shape_safe)
+        return _Evaluated(outcome, summary_of(graphs), fp, air_id, rewritten, refused, shape_safe)
 
     # --- the answer ----------------------------------------------------------------
 
@@ -230,16 +221,16 @@ class PolicyDecider:
                 f"{finding.action} cannot be applied: {evaluated.refused}")  # fmt: skip
             reason = f'permission denied by policy "{finding.rule}": {why} ({explanation_id})'
             decision = Decision(Verdict.DENY, reason=reason, fingerprint=evaluated.fingerprint,
-                                summary=evaluated.summary)  # fmt: skip
+                                summary=evaluated.summary, rule=finding.rule)  # fmt: skip
         elif outcome.action in ("mask", "filter"):
             verdict = Verdict.REWRITE
             decision = Decision(Verdict.REWRITE, sql=evaluated.rewritten, reason=finding.reason,
-                                fingerprint=evaluated.fingerprint,
-                                summary=evaluated.summary)  # fmt: skip
+                                fingerprint=evaluated.fingerprint, summary=evaluated.summary,
+                                rule=finding.rule)  # fmt: skip
         else:  # audit
             verdict = Verdict.ALLOW
             decision = Decision(Verdict.ALLOW, reason=finding.reason, summary=evaluated.summary,
-                                fingerprint=evaluated.fingerprint)  # fmt: skip
+                                fingerprint=evaluated.fingerprint, rule=finding.rule)  # fmt: skip
         self._explain(explanation_id, outcome, evaluated, who, verdict)
         return decision
 

@@ -104,6 +104,20 @@ def _shape_hash(graph: AIRGraph, node_id: str, memo: dict[str, str]) -> str:
     return memo[node_id]
 
 
+def summary_of(graphs: list[AIRGraph]) -> str:
+    """`SELECT customers orders`: the statement kind and the tables it names, for
+    span names, metrics and logs (never a literal). More statements add ` ...`."""
+    if not graphs:
+        return ""
+    g = graphs[0]
+    tables: list[str] = []
+    for node in g.walk():
+        if node.kind == "TABLE" and node.value and str(node.value) not in tables:
+            tables.append(str(node.value))
+    kind = str(g.root_node.attr("statement") or g.kind) if g.kind == "OPAQUE" else g.kind
+    return " ".join([kind, *tables[:3]]) + (" ..." if len(graphs) > 1 else "")
+
+
 def clear_memos() -> None:
     """Forget every memo lowering keeps (ids, round-trip verdicts, leaf nodes), as in a
     process that has lowered nothing yet. Results never depend on them; timings do."""

@@ -24,11 +24,13 @@ from sqlx.agents.explain import ExplanationLog
 from sqlx.cli.logs import configure_logging
 from sqlx.config import Config, ConfigError, load_config
 from sqlx.config.policy import PolicyError, load_policy
+from sqlx.proxy.decision import Decider
 from sqlx.proxy.embedded import ClusterError, LocalCluster
-from sqlx.proxy.http import HttpServer
+from sqlx.proxy.http import Handler, HttpServer
 from sqlx.proxy.pg.server import PgProxy, server_tls_context
 from sqlx.proxy.pg.upstream import UpstreamTarget, asyncpg_kwargs, parse_dsn
 from sqlx.proxy.runtime import tune_gc
+from sqlx.proxy.telemetry import Instrumented, Telemetry
 
 log = structlog.get_logger("sqlx")
 
@@ -122,11 +124,17 @@ class ProxyApp:
         self.decider = PolicyDecider(policy, catalogs, self.explanations,
                                      config.policy.decision_cache_size)  # fmt: skip
         catalogs.on_change = self.decider.invalidate
+        self.telemetry: Telemetry | None = None
+        decider: Decider = self.decider
+        if config.telemetry.enabled:
+            self.telemetry = Telemetry(config.data_dir, config.telemetry.sampling_ratio,
+                                       config.telemetry.otlp_endpoint)  # fmt: skip
+            decider = Instrumented(self.decider, self.telemetry)
         if config.policy.packs:
             log.info("policy loaded", packs=[str(p) for p in config.policy.packs],
                      rules=len(policy.rules))  # fmt: skip
         try:
-            self.proxy = PgProxy(config, target, self.decider)
+            self.proxy = PgProxy(config, target, decider)
         except (OSError, ssl.SSLError) as exc:
             log.error("cannot load the TLS certificate", error=str(exc))
             return 1
@@ -139,7 +147,11 @@ class ProxyApp:
             return 1
         http = None
         if config.http.enabled:
-            http = HttpServer({"/healthz": self._health})
+            routes: dict[str, Handler] = {"/healthz": self._health}
+            if self.telemetry is not None:
+                self._gauges(self.telemetry)
+                routes["/metrics"] = self._metrics
+            http = HttpServer(routes)
             try:
                 await http.start(*_split(config.http.listen))
             except OSError as exc:
@@ -165,8 +177,28 @@ class ProxyApp:
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)
         await asyncio.to_thread(self.explanations.close)
+        if self.telemetry is not None:
+            await asyncio.to_thread(self.telemetry.close)
         log.info("stopped")
         return 0
+
+    def _gauges(self, telemetry: Telemetry) -> None:
+        proxy, decider = self.proxy, self.decider
+        telemetry.gauge("sqlx_client_connections", "Client connections open",
+                        lambda: len(proxy.clients))  # fmt: skip
+        clients = proxy.clients.values
+        telemetry.gauge("sqlx_upstream_connections", "Upstream connections open",
+                        lambda: sum(c.upstream is not None for c in clients()))  # fmt: skip
+        telemetry.gauge("sqlx_decision_cache_hits", "Decisions answered from the cache",
+                        lambda: decider.hits)  # fmt: skip
+        telemetry.gauge("sqlx_decision_cache_misses", "Decisions evaluated",
+                        lambda: decider.misses)  # fmt: skip
+        telemetry.gauge("sqlx_decision_cache_entries", "Decisions cached",
+                        lambda: decider.cached)  # fmt: skip
+
+    async def _metrics(self) -> tuple[int, str]:
+        assert self.telemetry is not None
+        return 200, self.telemetry.metrics_text()
 
     async def _health(self) -> tuple[int, dict[str, object]]:
         up = await _reachable(self.proxy.target)

@@ -85,6 +85,16 @@ class ExplainConfig(_Strict):
     retention_days: float = Field(default=30.0, gt=0)
 
 
+class TelemetryConfig(_Strict):
+    """Metrics on the HTTP port and one span per statement."""
+
+    enabled: bool = True
+    # Share of statements traced; a client's traceparent comment overrides it.
+    sampling_ratio: float = Field(default=0.1, ge=0.0, le=1.0)
+    # OTLP/HTTP traces endpoint (http://collector:4318/v1/traces); unset: spans.jsonl.
+    otlp_endpoint: str | None = None
+
+
 class AdminConfig(_Strict):
     """The admin console (database `sqlx` on the PostgreSQL listener)."""
 
@@ -101,4 +111,5 @@ class Config(_Strict):
     log: LogConfig = LogConfig()
     policy: PolicyConfig = PolicyConfig()
     explain: ExplainConfig = ExplainConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
     admin: AdminConfig = AdminConfig()

@@ -62,6 +62,7 @@ class Decision:
     score: float | None = None
     klass: str | None = None
     summary: str | None = None
+    rule: str | None = None  # the policy rule that decided, if any
 
 
 ALLOW = Decision(Verdict.ALLOW)
@@ -75,6 +76,7 @@ class Outcome:
     decision: Decision
     elapsed_s: float
     error_sqlstate: str | None
+    rows: int | None = None  # from CommandComplete, when every statement is observed
 
 
 class Decider(Protocol):

@@ -1,4 +1,4 @@
-"""The HTTP side port: `/healthz` for orchestrators (metrics and the control API join it later).
+"""The HTTP side port: `/healthz` for orchestrators, `/metrics` for Prometheus.
 
 A deliberately tiny HTTP/1.1 responder on asyncio streams: one request per
 connection, GET only, so a health probe costs no framework.
@@ -14,7 +14,9 @@ import structlog
 
 log = structlog.get_logger("sqlx.http")
 
-Handler = Callable[[], Awaitable[tuple[int, dict[str, object]]]]
+# A handler answers a status and a JSON object, or a str sent as Prometheus text.
+Handler = Callable[[], Awaitable[tuple[int, dict[str, object] | str]]]
+_PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 
 _REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
 
@@ -45,10 +47,13 @@ class HttpServer:
                 status, payload = 405, {"error": "GET only"}
             else:
                 status, payload = await handler()
-            body = json.dumps(payload).encode() + b"\n"
+            if isinstance(payload, str):
+                body, content_type = payload.encode(), _PROMETHEUS
+            else:
+                body, content_type = json.dumps(payload).encode() + b"\n", "application/json"
             head = (
                 f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
                 "Connection: close\r\n\r\n"
             ).encode()
             writer.write(head + (b"" if method == "HEAD" else body))

@@ -393,6 +393,13 @@ def read_ready_status(message: bytes) -> int:
     return message[5]
 
 
+def read_command_rows(message: bytes) -> int | None:
+    """The row count of a CommandComplete (`SELECT 5`, `INSERT 0 1`), None if it has none."""
+    tag = message[5:].split(b"\0", 1)[0]
+    last = tag.rsplit(b" ", 1)[-1]
+    return int(last) if last.isdigit() and b" " in tag else None
+
+
 def read_auth_code(message: bytes) -> int:
     (code,) = _INT32.unpack_from(message, 5)
     return code

@@ -71,6 +71,7 @@ class ClientConnection(asyncio.Protocol):
             tls_available=self.proxy.tls_context is not None,
             max_message_bytes=config.proxy.max_message_bytes,
             max_held_batch_bytes=config.proxy.max_held_batch_bytes,
+            observe_all=config.telemetry.enabled,
         )
 
     def data_received(self, data: bytes) -> None:

@@ -107,6 +107,12 @@ _SERVER_READY = codec.tag_table(
     (), (BE.READY_FOR_QUERY, BE.ERROR_RESPONSE, BE.COPY_IN_RESPONSE, BE.COPY_BOTH_RESPONSE),
     unknown=PASS,
 )  # fmt: skip
+# With every statement observed, CommandComplete is read too (its row count).
+_SERVER_READY_OBSERVED = codec.tag_table(
+    (), (BE.READY_FOR_QUERY, BE.ERROR_RESPONSE, BE.COPY_IN_RESPONSE, BE.COPY_BOTH_RESPONSE,
+         BE.COMMAND_COMPLETE),
+    unknown=PASS,
+)  # fmt: skip
 # Servers are trusted with PostgreSQL's own 1 GiB message limit, and a margin.
 _SERVER_MAX_MESSAGE = 0x7FFFFFFF
 # Before authentication completes, a client gets no more than this buffered:
@@ -132,6 +138,7 @@ class _InFlight:
     decision: Decision
     started: float
     error: str | None = None
+    rows: int | None = None
 
 
 class PgSession:
@@ -146,8 +153,11 @@ class PgSession:
         tls_available: bool,
         max_message_bytes: int,
         max_held_batch_bytes: int,
+        observe_all: bool = False,
     ) -> None:
         self.decider = decider
+        # Telemetry wants every statement's outcome, not only those a decision changed.
+        self.observe_all = observe_all
         self.key = key
         self.client_addr = client_addr
         self.tls_available = tls_available
@@ -393,7 +403,7 @@ class PgSession:
         statement = self._statement(codec.read_query(consumed[start:end]), Path.SIMPLE)
         decision = self.decider.decide(statement)
         self._sync_point(FE.QUERY)
-        if decision is ALLOW:
+        if decision is ALLOW and not self.observe_all:
             return cursor
         if cursor < start:
             self.out_server.append(consumed[cursor:start])
@@ -451,7 +461,7 @@ class PgSession:
             if terminator is not None:
                 self.out_server.append(codec.message(terminator))
             decision = next((d for d in decisions if d is not ALLOW), ALLOW)
-            if decision is not ALLOW:
+            if decision is not ALLOW or (self.observe_all and statements):
                 # Without a Sync now the batch completes at the client's next one.
                 index = self._rfq_expected + 1
                 self._track(decision, tuple(statements), index)
@@ -517,7 +527,7 @@ class PgSession:
                 self._move("ready_for_query")
                 self._client.table = _CLIENT_READY
                 self._client.max_length = self._max_message
-                self._server.table = _SERVER_READY
+                self._server.table = _SERVER_READY_OBSERVED if self.observe_all else _SERVER_READY
                 rest = consumed[end:] + self._server.take_buffer()
                 early, self._early = self._early, b""
                 if rest:
@@ -548,6 +558,12 @@ class PgSession:
                     self._rfq_expected = self._rfq_seen
                 while self._inflight and self._inflight[0].rfq_index <= self._rfq_seen:
                     self._observe(self._inflight.popleft())
+            elif tag == BE.COMMAND_COMPLETE:
+                if self._inflight:
+                    flight = self._inflight[0]
+                    count = codec.read_command_rows(consumed[start:end])
+                    if count is not None:
+                        flight.rows = (flight.rows or 0) + count
             elif tag == BE.ERROR_RESPONSE:
                 self._copy_in = False
                 replacement = self._server_error(consumed[start:end])
@@ -582,7 +598,8 @@ class PgSession:
 
     def _observe(self, flight: _InFlight) -> None:
         elapsed = time.perf_counter() - flight.started
-        self.decider.observe(Outcome(flight.statements, flight.decision, elapsed, flight.error))
+        self.decider.observe(Outcome(flight.statements, flight.decision, elapsed, flight.error,
+                                     flight.rows))  # fmt: skip
 
     # --- lifecycle ---------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import asyncpg
 import psycopg
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.fix_pg import PgServer, run
 from tests.fixtures.fix_proxy import ProxyProcess, start_proxy
@@ -66,7 +68,8 @@ def guarded(pg: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     tmp = tmp_path_factory.mktemp("policy")
     pack = tmp / "pack.yaml"
     pack.write_text(yaml.safe_dump(_pack()))
-    proxy = start_proxy(tmp, pg, {"policy": {"packs": [str(pack)]}})
+    proxy = start_proxy(tmp, pg, {"policy": {"packs": [str(pack)]},
+                                  "telemetry": {"sampling_ratio": 1.0}})  # fmt: skip
     proxy.pack = pack  # type: ignore[attr-defined]
     yield proxy
     proxy.stop()
@@ -309,3 +312,53 @@ def test_explain_tail_and_show(guarded: ProxyProcess) -> None:
     finally:
         follow.terminate()
         follow.wait(10)
+
+
+def _spans(proxy: ProxyProcess, match: str) -> list[dict]:
+    path = Path(proxy.config_path).parent / "var" / "spans.jsonl"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if path.exists():
+            found = [json.loads(ln) for ln in path.read_text().splitlines() if match in ln]
+            if found:
+                return found
+        time.sleep(0.2)
+    raise AssertionError(f"no span with {match!r}")
+
+
+def test_spans_and_metrics(guarded: ProxyProcess) -> None:
+    trace_id = secrets.token_hex(16)
+    traceparent = f"00-{trace_id}-{secrets.token_hex(8)}-01"
+    with psycopg.connect(guarded.dsn(user=APP), autocommit=True) as conn:
+        rows = conn.execute(f"/*traceparent='{traceparent}'*/ SELECT id, name FROM customers "
+                            "WHERE id = 987654").fetchall()  # fmt: skip
+        assert rows == []
+        conn.execute("SELECT name FROM customers WHERE name = 'Ann'").fetchall()
+        assert conn.execute(SQL).fetchall() == [("****",)]
+    (span,) = _spans(guarded, trace_id)
+    assert span["name"] == "SELECT customers" and span["context"]["trace_id"] == f"0x{trace_id}"
+    attrs = span["attributes"]
+    assert (
+        attrs["db.system.name"] == "postgresql"
+        and attrs["db.namespace"] == guarded.upstream.database
+    )  # type: ignore[union-attr]
+    assert attrs["db.query.summary"] == "SELECT customers"
+    assert attrs["db.query.text"] == "SELECT id, name FROM customers WHERE id = $1"
+    assert attrs["sqlx.policy.verdict"] == "allow" and attrs["db.response.returned_rows"] == 0
+    assert {"sqlx.air.id", "sqlx.air.hash", "sqlx.fingerprint"} <= attrs.keys()
+    assert [e["name"] for e in span["events"]] == ["air.parse", "air.normalize", "air.plan"]
+    masked = _spans(guarded, '"sqlx.policy.rule": "mask-pii"')
+    text = (Path(guarded.config_path).parent / "var" / "spans.jsonl").read_text()
+    assert masked and SECRET not in text and "987654" not in text and "'Ann'" not in text
+    _denied(guarded, US, "select * from payroll")
+    body = urllib.request.urlopen(f"http://127.0.0.1:{guarded.http_port}/metrics").read().decode()
+    families = {f.name: f for f in text_string_to_metric_families(body)}
+    latency = families["sqlx_exec_latency_ms"]
+    assert any(s.labels.get("kind") == "SELECT" and s.labels.get("verdict") == "rewrite"
+               for s in latency.samples)  # fmt: skip
+    denials = [s for s in families["sqlx_denials"].samples if s.name == "sqlx_denials_total"]
+    assert any(s.labels["rule"] == "payroll-eu-only" and s.value >= 1 for s in denials)
+    for gauge in ("sqlx_client_connections", "sqlx_upstream_connections",
+                  "sqlx_decision_cache_hits", "sqlx_decision_cache_misses"):  # fmt: skip
+        assert gauge in families
+    assert "987654" not in body and SECRET not in body
