@@ -21,9 +21,11 @@ import uvloop
 from sqlx.agents.catalog import CatalogStore
 from sqlx.agents.decider import PolicyDecider
 from sqlx.agents.explain import ExplanationLog
+from sqlx.cli.console_sources import console_sources
 from sqlx.cli.logs import configure_logging
 from sqlx.config import Config, ConfigError, load_config
 from sqlx.config.policy import PolicyError, load_policy
+from sqlx.proxy.console import AdminConsole
 from sqlx.proxy.decision import Decider
 from sqlx.proxy.embedded import ClusterError, LocalCluster
 from sqlx.proxy.http import Handler, HttpServer
@@ -95,6 +97,8 @@ class ProxyApp:
             log.error("config reload rejected; keeping the running config", error=str(exc))
             return
         self.decider.reload(policy)
+        if self.proxy.console is not None:
+            self.proxy.console.users = frozenset(config.admin.users)
         log.info("policy loaded", packs=[str(p) for p in config.policy.packs],
                  rules=len(policy.rules))  # fmt: skip
         if config.proxy.listen != self.config.proxy.listen:
@@ -138,6 +142,7 @@ class ProxyApp:
         except (OSError, ssl.SSLError) as exc:
             log.error("cannot load the TLS certificate", error=str(exc))
             return 1
+        self.proxy.console = self._console(config, target)
         host, port = _split(config.proxy.listen)
         tune_gc()
         try:
@@ -181,6 +186,11 @@ class ProxyApp:
             await asyncio.to_thread(self.telemetry.close)
         log.info("stopped")
         return 0
+
+    def _console(self, config: Config, target: UpstreamTarget) -> AdminConsole:
+        sources = console_sources(self.proxy, self.decider, self.telemetry, self.explanations,
+                                  self.reload)  # fmt: skip
+        return AdminConsole(config.admin.users, target.database or "postgres", sources)
 
     def _gauges(self, telemetry: Telemetry) -> None:
         proxy, decider = self.proxy, self.decider

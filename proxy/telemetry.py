@@ -83,6 +83,41 @@ def query_text(sql: str) -> str:
         return ""
 
 
+class FingerprintStats:
+    """Calls, time and errors per query shape (pglast fingerprint), for SHOW FINGERPRINTS.
+
+    Text → fingerprint is remembered (bounded), so a repeated text costs a dict
+    lookup; each shape keeps its first text with literals replaced."""
+
+    def __init__(self, max_shapes: int = 10_000) -> None:
+        self.max_shapes = max_shapes
+        self._shape_of: dict[str, str] = {}
+        self.shapes: dict[str, list[Any]] = {}  # fp -> [text, calls, total_ms, errors, max_ms]
+
+    def add(self, sql: str, elapsed_ms: float, failed: bool) -> None:
+        fp = self._shape_of.get(sql)
+        if fp is None:
+            try:
+                fp = pglast.parser.fingerprint(sql)
+            except pglast.parser.ParseError:
+                fp = "unparsable"
+            if len(self._shape_of) >= self.max_shapes:
+                self._shape_of.clear()
+            self._shape_of[sql] = fp
+        entry = self.shapes.get(fp)
+        if entry is None:
+            if len(self.shapes) >= self.max_shapes:
+                return
+            entry = self.shapes[fp] = [query_text(sql)[:200], 0, 0.0, 0, 0.0]
+        entry[1] += 1
+        entry[2] += elapsed_ms
+        entry[3] += failed
+        entry[4] = max(entry[4], elapsed_ms)
+
+    def top(self, n: int = 50) -> list[tuple[str, list[Any]]]:
+        return sorted(self.shapes.items(), key=lambda kv: -kv[1][2])[:n]
+
+
 class Telemetry:
     """Metrics registry, tracer and the span worker of one proxy process."""
 
@@ -101,6 +136,7 @@ class Telemetry:
         self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
         self.registry.register(_Callbacks(self.gauges))
         self.ratio = sampling_ratio
+        self.fingerprints = FingerprintStats()
         if exporter is None:
             exporter = _exporter(data_dir, otlp_endpoint)
         resource = Resource.create({"service.name": "sqlx-os"})
@@ -129,7 +165,10 @@ class Telemetry:
             return
         kind = statement_kind(statement.sql)
         verdict = outcome.decision.verdict.value
-        self.latency.labels(kind, verdict).observe(outcome.elapsed_s * 1000)
+        elapsed_ms = outcome.elapsed_s * 1000
+        self.latency.labels(kind, verdict).observe(elapsed_ms)
+        if statement.sql:
+            self.fingerprints.add(statement.sql, elapsed_ms, outcome.error_sqlstate is not None)
         self.statements.labels(kind, verdict).inc()
         if outcome.decision.verdict is Verdict.DENY:
             self.denials.labels(outcome.decision.rule or "unknown").inc()

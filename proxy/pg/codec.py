@@ -456,6 +456,34 @@ def encode_ready_for_query(status: int) -> bytes:
     return message(BE.READY_FOR_QUERY, bytes((status,)))
 
 
+_TEXT_OID = 25
+
+
+def encode_result(columns: Iterable[str], rows: Iterable[Iterable[object]], tag: str) -> bytes:
+    """A text-format result: RowDescription, DataRows, CommandComplete (what a SHOW returns)."""
+    names = list(columns)
+    desc = struct.pack("!H", len(names)) + b"".join(
+        _cstr(n) + struct.pack("!IhIhih", 0, 0, _TEXT_OID, -1, -1, 0) for n in names
+    )
+    out = [message(BE.ROW_DESCRIPTION, desc)]
+    for row in rows:
+        cells = []
+        for value in row:
+            if value is None:
+                cells.append(struct.pack("!i", -1))
+            else:
+                text = ("t" if value else "f") if isinstance(value, bool) else str(value)
+                data = text.encode("utf-8")
+                cells.append(struct.pack("!i", len(data)) + data)
+        out.append(message(BE.DATA_ROW, struct.pack("!H", len(cells)) + b"".join(cells)))
+    out.append(encode_command_complete(tag))
+    return b"".join(out)
+
+
+def encode_command_complete(tag: str) -> bytes:
+    return message(BE.COMMAND_COMPLETE, _cstr(tag))
+
+
 def encode_backend_key(pid: int, secret: int) -> bytes:
     return message(BE.BACKEND_KEY_DATA, _TWO_INT32.pack(pid, secret))
 

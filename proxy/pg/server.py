@@ -22,6 +22,7 @@ from sqlx.proxy.pg import upstream
 from sqlx.proxy.pg.session import (
     Close,
     ConnectUpstream,
+    Console,
     ForwardCancel,
     PgSession,
     ReplySSL,
@@ -72,6 +73,7 @@ class ClientConnection(asyncio.Protocol):
             max_message_bytes=config.proxy.max_message_bytes,
             max_held_batch_bytes=config.proxy.max_held_batch_bytes,
             observe_all=config.telemetry.enabled,
+            console=self.proxy.console,
         )
 
     def data_received(self, data: bytes) -> None:
@@ -206,7 +208,7 @@ class ClientConnection(asyncio.Protocol):
     async def _connect(self, action: ConnectUpstream) -> None:
         target = self.target = self.proxy.target
         prepare = getattr(self.proxy.decider, "prepare", None)
-        if prepare is not None:
+        if prepare is not None and not self.session.console_mode:
             # What the decider needs for this session (its database's catalog) is
             # ready before the session can reach its first statement.
             refusal = await prepare(action.facts)
@@ -245,6 +247,7 @@ class PgProxy:
         self.config = config
         self.target = target
         self.decider = decider
+        self.console: Console | None = None  # the admin console, when admin.users is set
         self.tls_context = server_tls_context(config)
         self.draining = False
         self.clients: dict[int, ClientConnection] = {}

@@ -24,6 +24,7 @@ import secrets
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Protocol
 
 from sqlx.proxy.decision import (
     ALLOW,
@@ -103,6 +104,9 @@ _CLIENT_READY = codec.tag_table(
 # else is kept until the session is ready, so nothing bypasses the decider.
 _CLIENT_AUTH = codec.tag_table((FE.PASSWORD_MESSAGE,), codec.FRONTEND_TAGS - {FE.PASSWORD_MESSAGE})
 _SERVER_STARTUP = codec.tag_table((), (), unknown=INSPECT)
+# The admin console reads every client message: nothing goes to the server.
+_CLIENT_CONSOLE = codec.tag_table((), codec.FRONTEND_TAGS)
+CONSOLE_DATABASE = "sqlx"
 _SERVER_READY = codec.tag_table(
     (), (BE.READY_FOR_QUERY, BE.ERROR_RESPONSE, BE.COPY_IN_RESPONSE, BE.COPY_BOTH_RESPONSE),
     unknown=PASS,
@@ -127,6 +131,15 @@ _CHANNEL_BINDING_HINT = (
     "proxy: set channel_binding=disable in the client, or sslmode=disable for the "
     "proxy's upstream."
 )
+
+
+class Console(Protocol):
+    """The admin console's side of a session (database `sqlx`)."""
+
+    users: frozenset[str]
+    auth_database: str  # where the console's users authenticate (their password is checked)
+
+    def answer(self, sql: str, facts: SessionFacts) -> bytes: ...
 
 
 @dataclass(slots=True)
@@ -154,8 +167,11 @@ class PgSession:
         max_message_bytes: int,
         max_held_batch_bytes: int,
         observe_all: bool = False,
+        console: Console | None = None,
     ) -> None:
         self.decider = decider
+        self.console = console
+        self.console_mode = False
         # Telemetry wants every statement's outcome, not only those a decision changed.
         self.observe_all = observe_all
         self.key = key
@@ -242,7 +258,10 @@ class PgSession:
     def receive_client(self, data: bytes) -> None:
         try:
             if self.state is State.READY:
-                self._client_ready(data)
+                if self.console_mode:
+                    self._console_ready(data)
+                else:
+                    self._client_ready(data)
             elif self.state is State.AUTHENTICATING:
                 self._client_auth(data)
             elif self.state is State.AWAIT_STARTUP:
@@ -293,10 +312,17 @@ class PgSession:
                 del params[k]
             self.out_client.append(codec.encode_negotiate_protocol_version(0, options))
         user = params.get("user", "")
+        if params.get("database") == CONSOLE_DATABASE:
+            if self.console is None or user not in self.console.users:
+                self.fail("42501", f"only admin.users may open the {CONSOLE_DATABASE} console")
+                return
+            # The console's users prove who they are to the server, on its database.
+            self.console_mode = True
+            params["database"] = self.console.auth_database
         named = ("user", "database", "application_name")
         self.facts = SessionFacts(
             user=user,
-            database=params.get("database") or user,
+            database=CONSOLE_DATABASE if self.console_mode else params.get("database") or user,
             application_name=params.get("application_name", ""),
             client_addr=self.client_addr,
             tls=self.tls,
@@ -388,6 +414,26 @@ class PgSession:
             else:
                 self.out_server.append(rest)
         self._open_batch = self._held is not None or scanner.last_tag not in _BATCH_CLOSERS
+
+    def _console_ready(self, data: bytes) -> None:
+        """The admin console: queries answered by the proxy, nothing sent upstream."""
+        assert self.console is not None and self.facts is not None
+        consumed, items = self._client.feed(data)
+        for tag, start, end in items:
+            if tag == FE.QUERY:
+                answer = self.console.answer(codec.read_query(consumed[start:end]), self.facts)
+                self.out_client.append(answer + codec.encode_ready_for_query(TxStatus.IDLE))
+            elif tag == FE.SYNC:
+                self.out_client.append(codec.encode_ready_for_query(TxStatus.IDLE))
+            elif tag == FE.TERMINATE:
+                self._close("client terminated")
+                return
+            elif tag in (FE.PARSE, FE.FUNCTION_CALL):
+                # One error per extended batch (its Sync then gets a ReadyForQuery).
+                self.out_client.append(codec.encode_error(
+                    "0A000", "the admin console answers simple queries only"))  # fmt: skip
+                if tag == FE.FUNCTION_CALL:
+                    self.out_client.append(codec.encode_ready_for_query(TxStatus.IDLE))
 
     def _sync_point(self, tag: int) -> None:
         """A forwarded message the server answers with one ReadyForQuery."""
@@ -525,7 +571,7 @@ class PgSession:
                 self.out_client.append(consumed[cursor:end])
                 self.tx_status = codec.read_ready_status(message)
                 self._move("ready_for_query")
-                self._client.table = _CLIENT_READY
+                self._client.table = _CLIENT_CONSOLE if self.console_mode else _CLIENT_READY
                 self._client.max_length = self._max_message
                 self._server.table = _SERVER_READY_OBSERVED if self.observe_all else _SERVER_READY
                 rest = consumed[end:] + self._server.take_buffer()

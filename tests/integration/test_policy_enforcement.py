@@ -69,7 +69,8 @@ def guarded(pg: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     pack = tmp / "pack.yaml"
     pack.write_text(yaml.safe_dump(_pack()))
     proxy = start_proxy(tmp, pg, {"policy": {"packs": [str(pack)]},
-                                  "telemetry": {"sampling_ratio": 1.0}})  # fmt: skip
+                                  "telemetry": {"sampling_ratio": 1.0},
+                                  "admin": {"users": [ADMIN]}})  # fmt: skip
     proxy.pack = pack  # type: ignore[attr-defined]
     yield proxy
     proxy.stop()
@@ -362,3 +363,30 @@ def test_spans_and_metrics(guarded: ProxyProcess) -> None:
                   "sqlx_decision_cache_hits", "sqlx_decision_cache_misses"):  # fmt: skip
         assert gauge in families
     assert "987654" not in body and SECRET not in body
+
+
+def test_admin_console(guarded: ProxyProcess) -> None:
+    _denied(guarded, US, "select * from payroll")
+    with psycopg.connect(guarded.dsn(user=APP), autocommit=True) as conn:
+        conn.execute("select name from customers where id = 1").fetchall()
+        console = guarded.dsn(user=ADMIN, database="sqlx")
+
+        def show(command: str) -> list[list[str]]:
+            out = run(["psql", console, "-AtF", "|", "-c", command])
+            assert out.returncode == 0, out.stderr
+            return [line.split("|") for line in out.stdout.splitlines()]
+
+        stats = dict(row[:2] for row in show("SHOW STATS"))
+        assert int(stats["clients"]) >= 1 and int(stats["policy_rules"]) == 4
+        clients = show("show clients;")
+        assert any(r[1] == APP and r[6] == "I" and r[7] == "t" for r in clients)
+        assert [r[0] for r in show("SHOW POLICIES")][:2] == ["mask-pii", "payroll-eu-only"]
+        shapes = show("SHOW FINGERPRINTS")
+        assert any(r[1] == "select name from customers where id = $1" for r in shapes)
+        assert all("987654" not in "|".join(r) for r in shapes)
+        assert any(r[2] == "deny" and r[6] == "payroll-eu-only" for r in show("SHOW EXPLANATIONS"))
+        assert show("RELOAD") == [["RELOAD"]]
+    bad = run(["psql", console, "-c", "SHOW NONSENSE"])
+    assert bad.returncode != 0 and "SHOW HELP" in bad.stderr
+    refused = run(["psql", guarded.dsn(user=APP, database="sqlx"), "-c", "SHOW STATS"])
+    assert refused.returncode != 0 and "admin.users" in refused.stderr
