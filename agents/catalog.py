@@ -1,5 +1,5 @@
-"""The upstream catalog as policy needs it: tables, their columns, built-in functions,
-and tags written in column or table comments.
+"""The upstream catalog as policy needs it: tables, their columns, view definitions,
+built-in functions, and tags written in column or table comments.
 
 Read over the proxy's own connection (the upstream DSN's user), once per
 database before the first client of that database is let through, and again
@@ -40,6 +40,11 @@ FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p') AND obj_description(c.oid, 'pg_class') IS NOT NULL
 """
 _BUILTINS = "SELECT DISTINCT proname FROM pg_proc WHERE pronamespace = 'pg_catalog'::regnamespace"
+_VIEWS = """
+SELECT n.nspname, c.relname, pg_get_viewdef(c.oid)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
 
 
 def parse_comment_tags(comment: str | None, prefix: str) -> dict[str, str]:
@@ -65,6 +70,7 @@ async def read_catalog(connect: Mapping[str, Any], database: str, prefix: str, v
         rows = await conn.fetch(_COLUMNS)
         tables = await conn.fetch(_TABLE_COMMENTS)
         builtins = await conn.fetch(_BUILTINS)
+        views = await conn.fetch(_VIEWS)
     finally:
         await conn.close()
     columns: dict[str, list[str]] = {}
@@ -83,6 +89,7 @@ async def read_catalog(connect: Mapping[str, Any], database: str, prefix: str, v
         columns={k: tuple(v) for k, v in columns.items()},
         comment_tags=tags,
         builtin_functions=frozenset(r[0] for r in builtins),
+        views={f"{schema}.{name}".lower(): text for schema, name, text in views if text},
         version=version,
     )
 

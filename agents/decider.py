@@ -193,8 +193,7 @@ class PolicyDecider:
         if outcome.action in ("mask", "filter"):
             names = {f.rule for f in outcome.findings if f.action in ("mask", "filter")}
             try:
-                rewritten = mask.rewrite(graphs, policy, who, catalog,
-                                         mask.applicable(policy, who, names))  # fmt: skip
+                rewritten = mask.rewrite(graphs, policy, who, catalog, names)
             except mask.Refused as exc:
                 refused = str(exc)
             except (LoweringError, EmissionError) as exc:

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlx.agents.policy import Catalog, Who, session_rules
+from sqlx.agents.policy import Catalog, TagMap, Who, effective_tags, session_rules
 from sqlx.air import pg
 from sqlx.air.model import AIRGraph
 from sqlx.air.tags import apply_tags, same_table
@@ -76,21 +76,25 @@ class TablePolicy:
     filters: list[str]
 
 
-def table_policies(
-    policy: Policy, who: Who, catalog: Catalog, rules: list[Rule]
-) -> dict[str, TablePolicy]:
-    """The tables `rules` (mask and filter rules that matched) touch, from the catalog."""
+def table_policies(catalog: Catalog, rules: list[tuple[int, Rule]], tags: TagMap,
+                   ) -> dict[str, TablePolicy]:  # fmt: skip
+    """The tables and views `rules` (mask and filter rules that matched) touch.
+
+    A column is touched when its tags (`policy.effective_tags`: a view column
+    has those of the columns it shows) hold the rule's tags and the rule's own
+    table and column marks."""
     out: dict[str, TablePolicy] = {}
     for table, columns in catalog.columns.items():
-        for rule in rules:
+        for index, rule in rules:
             w = rule.when
-            table_hit = any(same_table(table, t.lower()) for t in w.tables)
+            if not (w.tables or w.columns or w.tags):
+                continue
             for column in columns:
-                tags = _column_tags(policy, catalog, table, column)
-                hit = (not w.tables or table_hit) and (
-                    not w.columns or any(_is_column(c, table, column) for c in w.columns)
-                ) and all(tags.get(k) == v for k, v in w.tags.items())  # fmt: skip
-                if not hit or not (w.tables or w.columns or w.tags):
+                have = _column_tags(tags, table, column)
+                hit = (not w.tables or f"@table:{index}" in have) and (
+                    not w.columns or f"@column:{index}" in have) and all(
+                    have.get(k) == v for k, v in w.tags.items())  # fmt: skip
+                if not hit:
                     continue
                 entry = out.setdefault(table, TablePolicy(table, columns, {}, []))
                 if rule.action == "mask":
@@ -100,24 +104,17 @@ def table_policies(
     return out
 
 
-def _is_column(spec: str, table: str, column: str) -> bool:
-    spec_table, _, spec_col = spec.lower().rpartition(".")
-    return spec_col == column and same_table(table, spec_table)
+def _column_tags(tags: TagMap, table: str, column: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for key, value in tags.items():
+        key = key.lower()
+        key_table, _, key_col = key.rpartition(".")
+        if same_table(table, key) or (key_col == column and same_table(table, key_table)):
+            found.update(value)
+    return found
 
 
-def _column_tags(policy: Policy, catalog: Catalog, table: str, column: str) -> dict[str, str]:
-    tags: dict[str, str] = {}
-    for source in (catalog.comment_tags, policy.tags):
-        for key, value in source.items():
-            key = key.lower()
-            key_table, _, key_col = key.rpartition(".")
-            if same_table(table, key) or (key_col == column and same_table(table, key_table)):
-                tags.update(value)
-    return tags
-
-
-def check_inference(graph: AIRGraph, policy: Policy, who: Who, catalog: Catalog,
-                    tables: dict[str, TablePolicy]) -> None:  # fmt: skip
+def check_inference(graph: AIRGraph, catalog: Catalog, tables: dict[str, TablePolicy]) -> None:
     """Refuse a statement that filters, joins, groups or sorts on a masked column."""
     masked = {(t, c): rule for t, tp in tables.items() for c, rule in tp.masks.items()}
     if not masked:
@@ -316,22 +313,19 @@ def _cte_names(node: Any, out: set[str]) -> set[str]:
 
 
 def rewrite(graphs: list[AIRGraph], policy: Policy, who: Who, catalog: Catalog,
-            rules: list[Rule]) -> str:  # fmt: skip
-    """The statements of one string with masks and filters applied; raises `Refused`."""
+            names: set[str]) -> str:  # fmt: skip
+    """The statements of one string with the masks and filters of the rules `names` (those
+    that matched) applied; raises `Refused`."""
     if not catalog.known:
         raise Refused("the proxy could not read the catalog to rewrite this statement")
-    tables = table_policies(policy, who, catalog, rules)
+    rules = session_rules(policy, who)
+    applied = [(i, r) for i, r in rules if r.name in names and r.action in ("mask", "filter")]
+    tables = table_policies(catalog, applied, effective_tags(graphs, policy, catalog, rules))
     texts = []
     for graph in graphs:
-        check_inference(graph, policy, who, catalog, tables)
+        check_inference(graph, catalog, tables)
         (raw,) = pg.parse(graph.source)
         rewriter = Rewriter(tables, _cte_names(raw, set()))
         tree = rewriter.walk(raw["stmt"])
         texts.append(pg.deparse(tree) if rewriter.changed else graph.source)
     return ";\n".join(texts)
-
-
-def applicable(policy: Policy, who: Who, names: set[str]) -> list[Rule]:
-    """The session's mask and filter rules among the rule `names` that matched."""
-    return [r for _, r in session_rules(policy, who)
-            if r.name in names and r.action in ("mask", "filter")]  # fmt: skip

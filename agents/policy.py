@@ -21,6 +21,8 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from sqlx.air.api import lower_all
+from sqlx.air.errors import LoweringError
 from sqlx.air.model import AIRGraph, AIRNode
 from sqlx.air.tags import apply_tags, same_table
 from sqlx.config.policy import ACTION_STRENGTH, Policy, Rule
@@ -53,6 +55,7 @@ class Catalog:
     columns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # schema.table -> cols
     comment_tags: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     builtin_functions: frozenset[str] = frozenset()  # names in pg_catalog
+    views: Mapping[str, str] = field(default_factory=dict)  # schema.view -> its SELECT
     version: int = 0
 
     @property
@@ -128,8 +131,11 @@ def masked(policy: Policy, who: Who) -> bool:
     return any(r.action == "mask" for _, r in session_rules(policy, who))
 
 
-def _tag_map(policy: Policy, catalog: Catalog, rules: tuple[tuple[int, Rule], ...]) -> dict:
-    tags: dict[str, dict[str, str]] = {k: dict(v) for k, v in catalog.comment_tags.items()}
+TagMap = dict[str, dict[str, str]]
+
+
+def _tag_map(policy: Policy, catalog: Catalog, rules: tuple[tuple[int, Rule], ...]) -> TagMap:
+    tags: TagMap = {k: dict(v) for k, v in catalog.comment_tags.items()}
     for key, value in policy.tags.items():
         tags[key] = {**tags.get(key, {}), **value}
     for index, rule in rules:
@@ -138,6 +144,47 @@ def _tag_map(policy: Policy, catalog: Catalog, rules: tuple[tuple[int, Rule], ..
         for column in rule.when.columns:
             tags.setdefault(column, {})[f"@column:{index}"] = "1"
     return tags
+
+
+def effective_tags(graphs: list[AIRGraph], policy: Policy, catalog: Catalog,
+                   rules: tuple[tuple[int, Rule], ...]) -> TagMap:  # fmt: skip
+    """Tags of tables and columns (comments, then the pack, then the rules' own), and of
+    the columns of each view the statements read: a view column carries the tags of the
+    columns it shows, through views of views."""
+    tags = _tag_map(policy, catalog, rules)
+    if catalog.views:
+        pending = [str(n.value).lower() for g in graphs for n in g.walk() if n.kind == "TABLE"]
+        done: set[str] = set()
+        _add_view_tags(pending, done, tags, catalog, depth=0)
+    return tags
+
+
+def _add_view_tags(names: list[str], done: set[str], tags: TagMap, catalog: Catalog,
+                   depth: int) -> None:  # fmt: skip
+    columns = {k: list(v) for k, v in catalog.columns.items()}
+    for name in names:
+        view = next((v for v in catalog.views if same_table(v, name)), None)
+        if view is None or view in done or depth > 16:
+            continue
+        done.add(view)
+        try:
+            graphs = lower_all(catalog.views[view])
+        except LoweringError:
+            continue
+        inner = [str(n.value).lower() for g in graphs for n in g.walk() if n.kind == "TABLE"]
+        _add_view_tags(inner, done, tags, catalog, depth + 1)  # views it reads, first
+        for graph in graphs:
+            tagged = apply_tags(graph, tags, columns)
+            for role, target in tagged.children(tagged.root_node):
+                if role != "targetList[]":
+                    continue
+                found = {k: v for n in tagged.walk(target.id) for k, v in n.tags}
+                name_ = target.alias or next(
+                    (str(n.value).rpartition(".")[2] for n in tagged.walk(target.id)
+                     if n.kind == "COLUMN"), None)  # fmt: skip
+                if found and name_:
+                    key = f"{view}.{name_.lower()}"
+                    tags[key] = {**tags.get(key, {}), **found}
 
 
 def _is_statement(node: AIRNode) -> bool:
@@ -288,7 +335,7 @@ def evaluate(
             if why:
                 findings.append(Finding("opaque-read", "deny", reason=why))
                 continue
-        tagged_graph = apply_tags(graph, _tag_map(policy, catalog, rules),
+        tagged_graph = apply_tags(graph, effective_tags([graph], policy, catalog, rules),
                                   {k: list(v) for k, v in catalog.columns.items()})  # fmt: skip
         tagged = [n for n in tagged_graph.walk() if n.tags]
         tagged += _implicit_reads(tagged_graph, policy, catalog, rules)
@@ -317,7 +364,7 @@ def _implicit_reads(
     out = []
     for col in columns:
         tags: dict[str, str] = {}
-        for key, value in _tag_map(policy, catalog, rules).items():
+        for key, value in effective_tags([graph], policy, catalog, rules).items():
             key_table, _, key_col = key.lower().rpartition(".")
             if same_table(key.lower(), name) or (key_col == col and same_table(key_table, name)):
                 tags.update(value)

@@ -62,6 +62,9 @@ def guarded(pg: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         f"insert into customers values (1, 'Ann', '{SECRET}', '555');"
         "create table payroll (id int, amount numeric); insert into payroll values (1, 10);"
         "create table orders (id int, total numeric); insert into orders values (1, 5), (2, 6);"
+        "create view contacts as select id, email as address from customers;"
+        "create view contacts_again as select * from contacts;"
+        "create view pay as select amount from payroll;"
         f"grant all on all tables in schema public to {APP}, {US}, {ADMIN};"
         f"grant all on schema public to {APP}, {US}, {ADMIN}"
     )
@@ -74,7 +77,7 @@ def guarded(pg: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     proxy.pack = pack  # type: ignore[attr-defined]
     yield proxy
     proxy.stop()
-    pg.execute("drop table customers, payroll, orders")
+    pg.execute("drop view contacts_again, contacts, pay; drop table customers, payroll, orders")
     for role in (APP, US, ADMIN):
         pg.execute(f"drop owned by {role}; drop role {role}")
 
@@ -390,3 +393,14 @@ def test_admin_console(guarded: ProxyProcess) -> None:
     assert bad.returncode != 0 and "SHOW HELP" in bad.stderr
     refused = run(["psql", guarded.dsn(user=APP, database="sqlx"), "-c", "SHOW STATS"])
     assert refused.returncode != 0 and "admin.users" in refused.stderr
+
+
+def test_views_carry_the_policy_of_what_they_show(guarded: ProxyProcess) -> None:
+    with psycopg.connect(guarded.dsn(user=APP), autocommit=True) as conn:
+        for sql in ("select address from contacts", "select * from contacts_again",
+                    "select c from contacts c"):  # fmt: skip
+            rows = conn.execute(sql).fetchall()
+            assert SECRET not in repr(rows) and "****" in repr(rows), (sql, rows)
+    assert "payroll stays" in _denied(guarded, US, "select * from pay")
+    with psycopg.connect(guarded.dsn(user=ADMIN), autocommit=True) as conn:
+        assert conn.execute("select address from contacts_again").fetchall() == [(SECRET,)]
