@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -82,14 +82,19 @@ def guarded(pg: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         pg.execute(f"drop owned by {role}; drop role {role}")
 
 
-def _explanations(proxy: ProxyProcess) -> list[dict]:
+def _explanations(proxy: ProxyProcess, until: str | Callable[[dict], bool] = "") -> list[dict]:
+    """The records on disk, once one exists (with id `until`, or for which `until` holds):
+    a writer thread appends them shortly after the statement."""
     path = Path(proxy.config_path).parent / "var" / "explanations.jsonl"
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text().strip():
-            break
+    deadline = time.monotonic() + 10
+    while True:
+        text = path.read_text() if path.exists() else ""
+        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        wanted = until if callable(until) else (lambda r: not until or r["id"] == until)
+        if any(wanted(r) for r in records):
+            return records
+        assert time.monotonic() < deadline, f"no explanation {until}"
         time.sleep(0.05)
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _denied(proxy: ProxyProcess, user: str, sql: str) -> str:
@@ -221,7 +226,8 @@ def test_unbounded_writes_and_audit(guarded: ProxyProcess) -> None:
         assert conn.execute("delete from orders where id = 99").rowcount == 0
         assert conn.execute("select amount from payroll").fetchall() == [(10,)]
     assert guarded.upstream.execute("select count(*) from orders") == [(2,)]  # type: ignore[union-attr]
-    audits = [e for e in _explanations(guarded) if e["decision"] == "audit"]
+    audits = [e for e in _explanations(guarded, lambda e: e["decision"] == "audit")
+              if e["decision"] == "audit"]  # fmt: skip
     assert audits and audits[-1]["evidence"]["rule"] == "audit-payroll"
     assert audits[-1]["summary"] == "SELECT payroll" and audits[-1]["user"] == APP
 
@@ -229,7 +235,7 @@ def test_unbounded_writes_and_audit(guarded: ProxyProcess) -> None:
 def test_explanations_name_the_action_and_never_a_literal(guarded: ProxyProcess) -> None:
     denied = _denied(guarded, US, "select amount from payroll where amount > 424242")
     ex_id = _explanation_id(denied)
-    (record,) = [e for e in _explanations(guarded) if e["id"] == ex_id]
+    (record,) = [e for e in _explanations(guarded, ex_id) if e["id"] == ex_id]
     assert record["decision"] == "deny" and record["reason"] == "payroll stays with EU staff"
     assert record["evidence"]["rule"] == "payroll-eu-only"
     assert record["evidence"]["tables"] == ["payroll"] and record["fingerprint"]
@@ -296,7 +302,7 @@ def test_a_guarded_session_cannot_take_another_identity_at_startup(
 
 def test_explain_tail_and_show(guarded: ProxyProcess) -> None:
     ex_id = _explanation_id(_denied(guarded, US, "select * from payroll"))
-    _explanations(guarded)  # written
+    _explanations(guarded, ex_id)  # written
     data_dir = str(Path(guarded.config_path).parent / "var")
     sqlxos = [sys.executable, "-m", "sqlx.cli.main", "explain", "--data-dir", data_dir]
     tail = run([*sqlxos, "tail", "-n", "50"])
