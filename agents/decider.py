@@ -25,12 +25,14 @@ from sqlx.air.api import summary_of
 from sqlx.air.cache import LoweringCache
 from sqlx.air.errors import EmissionError, LoweringError
 from sqlx.air.pg import fingerprint as pg_fingerprint
+from sqlx.air.pg import fingerprint_of
 from sqlx.config.policy import Policy
 from sqlx.proxy.decision import ALLOW, Decision, Outcome, Path, SessionFacts, Statement, Verdict
 
 # Statements after which the catalog is read again. A word match is enough: a
 # false positive costs one extra read, in the background.
 _DDL = re.compile(r"\b(create|alter|drop|comment|grant|revoke)\b", re.IGNORECASE)
+_DDL_KINDS = frozenset(("CREATE", "ALTER", "DROP", "COMMENT", "GRANT", "REVOKE"))
 # An allow the session tracks, so that `observe` hears how the statement ended.
 _ALLOW_OBSERVED = Decision(Verdict.ALLOW, reason="schema change: the catalog is read again")
 
@@ -44,20 +46,22 @@ class _Evaluated:
     rewritten: str | None = None  # the statement with masks and filters applied
     refused: str | None = None  # why masks or filters could not be applied
     shape_safe: bool = False  # the verdict holds for any literals in the same shape
+    ddl: bool = False  # the catalog is read again after it succeeds
 
 
 class PolicyDecider:
     """Decides statements against a policy; swap `policy` whole to reload it."""
 
     def __init__(self, policy: Policy, catalogs: CatalogStore | None, log: ExplanationLog | None,
-                 cache_size: int = 10_000) -> None:  # fmt: skip
+                 cache_size: int = 10_000,
+                 lowering: LoweringCache | None = None) -> None:  # fmt: skip
         self.policy = policy
         self.catalogs = catalogs
         self.log = log
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple[object, ...], _Evaluated] = OrderedDict()
-        self._lowering = LoweringCache(cache_size)
-        self._who: dict[int, tuple[SessionFacts, pol.Who]] = {}
+        self._lowering = lowering or LoweringCache(cache_size)
+        self._who: dict[int, tuple[SessionFacts, Policy, pol.Who, bool]] = {}
         self.hits = 0
         self.misses = 0
 
@@ -67,19 +71,25 @@ class PolicyDecider:
         policy = self.policy
         if policy.empty:
             return ALLOW
-        who = self._who_of(statement.facts)
-        if not pol.session_rules(policy, who):
+        who, guarded = self._who_of(statement.facts)
+        if not guarded:
             return _ALLOW_OBSERVED if _DDL.search(statement.sql) else ALLOW
-        decision = self._decision(self._evaluate(statement, who, policy), who)
-        if decision is ALLOW and _DDL.search(statement.sql):
+        evaluated = self._evaluate(statement, who, policy)
+        decision = self._decision(evaluated, who)
+        if decision is ALLOW and evaluated.ddl:
             return _ALLOW_OBSERVED
         return decision
 
     def observe(self, outcome: Outcome) -> None:
         if outcome.error_sqlstate is not None or self.catalogs is None:
             return
-        if outcome.decision.verdict is Verdict.ALLOW and any(
-            _DDL.search(st.sql) for st in outcome.statements
+        decision = outcome.decision
+        # Every statement is observed when telemetry is on: only the allows that are
+        # not the common one (schema changes, audits) are worth a look.
+        if decision is _ALLOW_OBSERVED or (
+            decision is not ALLOW
+            and decision.verdict is Verdict.ALLOW
+            and any(_DDL.search(st.sql) for st in outcome.statements)
         ):
             self.catalogs.refresh(outcome.statements[0].facts.database)
 
@@ -89,7 +99,7 @@ class PolicyDecider:
         policy = self.policy
         if policy.empty:
             return None
-        who = self._who_of(facts)
+        who, _any_rule = self._who_of(facts)
         if pol.guarded(policy, who):
             why = pol.startup_identity(facts.settings)
             if why:
@@ -119,15 +129,18 @@ class PolicyDecider:
 
     # --- evaluation ---------------------------------------------------------------
 
-    def _who_of(self, facts: SessionFacts) -> pol.Who:
+    def _who_of(self, facts: SessionFacts) -> tuple[pol.Who, bool]:
+        """The policy's view of a session, and whether any rule applies to it (remembered
+        per session and policy)."""
         found = self._who.get(id(facts))
-        if found is not None and found[0] is facts:
-            return found[1]
+        if found is not None and found[0] is facts and found[1] is self.policy:
+            return found[2], found[3]
         who = pol.Who(facts.user, facts.database, facts.application_name, facts.client_addr)
+        ruled = bool(pol.session_rules(self.policy, who))
         if len(self._who) > 10_000:
             self._who.clear()
-        self._who[id(facts)] = (facts, who)
-        return who
+        self._who[id(facts)] = (facts, self.policy, who, ruled)
+        return who, ruled
 
     def _catalog(self, database: str) -> pol.Catalog:
         return self.catalogs.get(database) if self.catalogs is not None else pol.Catalog()
@@ -145,21 +158,18 @@ class PolicyDecider:
             return found
         # A verdict that cannot depend on literals is shared by every text of the
         # same shape: a repeat with new literals costs a fingerprint, not a lowering.
-        shape_key = None
-        if statement.sql:
-            try:
-                shape_key = ("shape", pg_fingerprint(statement.sql), *key[1:])
-            except Exception:  # unparsable: no shape; evaluated below
-                shape_key = None
+        fp = fingerprint_of(statement.sql) if statement.sql else None
+        shape_key = ("shape", fp, *key[1:]) if fp else None
         found = self._cache.get(shape_key) if shape_key else None
         if found is not None:
-            self.hits += 1
+            self.hits += 1  # not remembered by text too: the shape costs a lookup
+            return found
+        self.misses += 1
+        found = self._evaluate_uncached(statement, who, policy)
+        if shape_key and found.shape_safe:
+            self._remember(shape_key, found)
         else:
-            self.misses += 1
-            found = self._evaluate_uncached(statement, who, policy)
-            if shape_key and found.shape_safe:
-                self._remember(shape_key, found)
-        self._remember(key, found)
+            self._remember(key, found)
         return found
 
     def _remember(self, key: tuple[object, ...], found: _Evaluated) -> None:
@@ -203,7 +213,9 @@ class PolicyDecider:
             n.type == "function" and str(n.value or "").lower().endswith("set_config")
             for g in graphs for n in g.walk()
         )  # fmt: skip
-        return _Evaluated(outcome, summary_of(graphs), fp, air_id, rewritten, refused, shape_safe)
+        ddl = any(n.type == "statement" and n.kind in _DDL_KINDS for g in graphs for n in g.walk())
+        return _Evaluated(outcome, summary_of(graphs), fp, air_id, rewritten, refused, shape_safe,
+                          ddl)  # fmt: skip
 
     # --- the answer ----------------------------------------------------------------
 

@@ -175,3 +175,24 @@ def deparse(stmt: dict[str, Any], special_functions: bool | None = None) -> str:
 
 def fingerprint(sql: str) -> str:
     return pglast.parser.fingerprint(sql)
+
+
+# Text → fingerprint, shared by every caller in the process (the decider's shape
+# cache, query statistics): a text is fingerprinted once. Bounded: cleared when full.
+_FINGERPRINTS: dict[str, str | None] = {}
+_FINGERPRINTS_MAX = 50_000
+
+
+def fingerprint_of(sql: str) -> str | None:
+    """`fingerprint(sql)` remembered; None for text that does not parse."""
+    found = _FINGERPRINTS.get(sql, "")
+    if found != "":
+        return found
+    try:
+        found = pglast.parser.fingerprint(sql)
+    except pglast.parser.ParseError:
+        found = None
+    if len(_FINGERPRINTS) >= _FINGERPRINTS_MAX:
+        _FINGERPRINTS.clear()
+    _FINGERPRINTS[sql] = found
+    return found

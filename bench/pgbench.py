@@ -1,11 +1,14 @@
 """`sqlxos bench pgbench`: pgbench -S direct, through PgBouncer and through sqlx-os.
 
 One run starts a throwaway PostgreSQL, PgBouncer (Debian package, session
-mode) and the proxy on free ports, then alternates the three targets round by
-round so that drift on the machine hits them alike. It writes medians and
-ratios to bench/RESULTS.md and the raw samples to bench/results/*.json.
-With --profile it also runs the proxy under cProfile for one extra pass and
-records where its time goes (measured separately: the profiler slows it).
+mode) and two proxies on free ports — pass-through (no policy, telemetry
+off) and the full pipeline (a policy pack tagging pgbench's tables in ways
+pgbench's own query does not touch, telemetry at its defaults) — then
+alternates the four targets round by round so that drift on the machine
+hits them alike. It writes medians and ratios to bench/RESULTS.md and the
+raw samples to bench/results/*.json. With --profile it also runs the full
+pipeline under cProfile for one extra pass and records where its time goes
+(measured separately: the profiler slows it).
 """
 
 from __future__ import annotations
@@ -29,7 +32,23 @@ from pathlib import Path
 from sqlx.bench.report import update_section
 from sqlx.proxy.embedded import LocalCluster, client_binary, free_port
 
-TARGETS = ("direct", "pgbouncer", "sqlx")
+TARGETS = ("direct", "pgbouncer", "sqlx", "sqlx-full")
+# Tags and rules on pgbench's tables that `SELECT abalance ... WHERE aid = ?` does not
+# trigger: every statement is still lowered (once per shape), evaluated and counted.
+BENCH_PACK = """
+policy:
+  fail_closed: true
+  tags:
+    public.pgbench_accounts.filler: {sensitivity: pii}
+    public.pgbench_branches: {region: eu}
+  rules:
+    - {name: mask-pii, when: {tags: {sensitivity: pii}}, action: mask}
+    - {name: branches-eu-only, when: {tables: [public.pgbench_branches], users: [app_us]},
+       action: deny}
+    - {name: no-unbounded-delete, when: {statements: [DELETE, UPDATE], has_where: false},
+       action: deny}
+    - {name: audit-history, when: {tables: [public.pgbench_history]}, action: audit}
+"""
 
 
 def _machine() -> str:
@@ -97,15 +116,24 @@ def _start_pgbouncer(workdir: Path, upstream_port: int, account: str | None) -> 
     return proc, port
 
 
-def _start_sqlx(workdir: Path, upstream_dsn: str, profile_to: Path | None = None) -> tuple:
+def _start_sqlx(workdir: Path, upstream_dsn: str, full: bool,
+                profile_to: Path | None = None) -> tuple:  # fmt: skip
+    """The proxy: pass-through (no policy, telemetry off), or the full pipeline."""
     port = free_port()
     cmd = [sys.executable]
     if profile_to is not None:
         cmd += ["-m", "cProfile", "-o", str(profile_to)]
+    name = "full" if full else "pass"
     cmd += ["-m", "sqlx.cli.main", "proxy", "--upstream", upstream_dsn,
             "--listen", f"127.0.0.1:{port}", "--http-listen", f"127.0.0.1:{free_port()}",
-            "--data-dir", str(workdir / "var")]  # fmt: skip
+            "--data-dir", str(workdir / f"var-{name}")]  # fmt: skip
     env = {**os.environ, "SQLX_LOG__LEVEL": "warning"}
+    if full:
+        pack = workdir / "bench-pack.yaml"
+        pack.write_text(BENCH_PACK)
+        cmd += ["--policy", str(pack)]
+    else:
+        env["SQLX_TELEMETRY__ENABLED"] = "false"
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     _wait_port(port)
     return proc, port
@@ -138,9 +166,9 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def _profile(workdir: Path, dsn: str, seconds: int) -> list[str]:
     stats_file = workdir / "proxy.prof"
-    proc, port = _start_sqlx(workdir, dsn, profile_to=stats_file)
+    proc, port = _start_sqlx(workdir, dsn, full=True, profile_to=stats_file)
     try:
-        _pgbench(port, "prepared", 16, seconds)
+        _pgbench(port, "simple", 16, seconds)
     finally:
         _stop(proc)
     stats = pstats.Stats(str(stats_file))
@@ -173,15 +201,18 @@ def run(rounds: int, seconds: int, clients: list[int], modes: list[str], profile
         bouncer_dir.mkdir()
         account = cluster.account.pw_name if cluster.account else None
         bouncer, bouncer_port = _start_pgbouncer(bouncer_dir, cluster.port, account)
-        sqlx, sqlx_port = _start_sqlx(workdir, dsn)
-        procs += [bouncer, sqlx]
-        ports = {"direct": cluster.port, "pgbouncer": bouncer_port, "sqlx": sqlx_port}
+        sqlx, sqlx_port = _start_sqlx(workdir, dsn, full=False)
+        full, full_port = _start_sqlx(workdir, dsn, full=True)
+        procs += [bouncer, sqlx, full]
+        ports = {"direct": cluster.port, "pgbouncer": bouncer_port, "sqlx": sqlx_port,
+                 "sqlx-full": full_port}  # fmt: skip
         samples: list[dict] = []
         for r in range(rounds):
             for mode in modes:
                 for c in clients:
                     # Rotate the order each round so no target always runs first.
-                    order = TARGETS[r % 3 :] + TARGETS[: r % 3]
+                    k = r % len(TARGETS)
+                    order = TARGETS[k:] + TARGETS[:k]
                     for target in order:
                         res = _pgbench(ports[target], mode, c, seconds)
                         samples.append({"round": r, "mode": mode, "clients": c,
@@ -207,38 +238,42 @@ def write_results(result: dict, args: argparse.Namespace, command: str, out_dir:
     samples = result["samples"]
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     lines = [
-        "## Wire proxy: pgbench -S, direct vs PgBouncer vs sqlx-os",
+        "## Wire proxy: pgbench -S, direct vs PgBouncer vs sqlx-os (pass-through and full)",
         "",
         f"- date: {stamp}",
         f"- machine: {_machine()}",
         f"- command: `{command}`",
         f"- pgbench -S (select-only, scale 10), {args.rounds} rounds x {args.seconds} s per "
         "cell, targets alternated in rotating order; figures are medians over rounds.",
-        "- all three targets, pgbench and PostgreSQL share the same machine.",
+        "- all targets, pgbench and PostgreSQL share the same machine.",
+        "- pass-through: no policy, telemetry off. full: a policy pack tagging pgbench's "
+        "tables (its query triggers no rule, but every statement is decided and counted), "
+        "metrics, spans at the default 1 % sampling, fingerprint statistics.",
         "",
         "### pgbench -S throughput (TPS, median)",
         "",
-        "| mode | clients | direct | PgBouncer | sqlx-os | sqlx/PgBouncer | sqlx/direct |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| mode | clients | direct | PgBouncer | sqlx-os pass-through | sqlx-os full | "
+        "full/pass-through | pass-through/PgBouncer | full/PgBouncer |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     modes = args.modes.split(",")
     clients = [int(c) for c in args.clients.split(",")]
     for mode in modes:
         for c in clients:
-            d, b, s = (_median(samples, mode, c, t, "tps") for t in TARGETS)
-            lines.append(f"| {mode} | {c} | {d:.0f} | {b:.0f} | {s:.0f} | {s / b:.2f}x | "
-                         f"{s / d:.2f}x |")  # fmt: skip
+            d, b, s, f = (_median(samples, mode, c, t, "tps") for t in TARGETS)
+            lines.append(f"| {mode} | {c} | {d:.0f} | {b:.0f} | {s:.0f} | {f:.0f} | "
+                         f"{f / s:.2f}x | {s / b:.2f}x | {f / b:.2f}x |")  # fmt: skip
     lines += ["", "### Added latency per statement at 1 client (median, µs)", "",
-              "| mode | direct latency | via PgBouncer | via sqlx-os | sqlx-os added | "
-              "PgBouncer added |", "| --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+              "| mode | direct latency | PgBouncer added | pass-through added | full added |",
+              "| --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
     if 1 in clients:
         for mode in modes:
-            d, b, s = (_median(samples, mode, 1, t, "latency_ms") * 1000 for t in TARGETS)
-            lines.append(f"| {mode} | {d:.0f} | {b:.0f} | {s:.0f} | {s - d:+.0f} | {b - d:+.0f} |")
+            d, b, s, f = (_median(samples, mode, 1, t, "latency_ms") * 1000 for t in TARGETS)
+            lines.append(f"| {mode} | {d:.0f} | {b - d:+.0f} | {s - d:+.0f} | {f - d:+.0f} |")
     failed = sum(s["failed"] for s in samples)
     lines += ["", f"Failed transactions over the whole run: {failed}."]
     if result["profile"]:
-        lines += ["", "### Where the proxy's time goes (cProfile, prepared, 16 clients, "
+        lines += ["", "### Where the full pipeline's time goes (cProfile, simple, 16 clients, "
                   "separate pass)", "", "| function | where | calls | self s | share |",
                   "| --- | --- | ---: | ---: | ---: |", *result["profile"]]  # fmt: skip
     text = "\n".join(lines) + "\n"

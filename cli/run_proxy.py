@@ -21,6 +21,7 @@ import uvloop
 from sqlx.agents.catalog import CatalogStore
 from sqlx.agents.decider import PolicyDecider
 from sqlx.agents.explain import ExplanationLog
+from sqlx.air.cache import LoweringCache
 from sqlx.cli.console_sources import console_sources
 from sqlx.cli.logs import configure_logging
 from sqlx.config import Config, ConfigError, load_config
@@ -125,14 +126,17 @@ class ProxyApp:
             config.explain.retention_days,
         )  # fmt: skip
         catalogs = CatalogStore(asyncpg_kwargs(target), policy.comment_tag_prefix)
+        # One cache of lowered statements for the decider and the spans.
+        lowering = LoweringCache(config.policy.decision_cache_size)
         self.decider = PolicyDecider(policy, catalogs, self.explanations,
-                                     config.policy.decision_cache_size)  # fmt: skip
+                                     config.policy.decision_cache_size, lowering)  # fmt: skip
         catalogs.on_change = self.decider.invalidate
         self.telemetry: Telemetry | None = None
         decider: Decider = self.decider
         if config.telemetry.enabled:
-            self.telemetry = Telemetry(config.data_dir, config.telemetry.sampling_ratio,
-                                       config.telemetry.otlp_endpoint)  # fmt: skip
+            telemetry = config.telemetry
+            self.telemetry = Telemetry(config.data_dir, telemetry.sampling_ratio,
+                                       telemetry.otlp_endpoint, lowering=lowering)  # fmt: skip
             decider = Instrumented(self.decider, self.telemetry)
         if config.policy.packs:
             log.info("policy loaded", packs=[str(p) for p in config.policy.packs],

@@ -90,7 +90,7 @@ class TelemetryConfig(_Strict):
 
     enabled: bool = True
     # Share of statements traced; a client's traceparent comment overrides it.
-    sampling_ratio: float = Field(default=0.1, ge=0.0, le=1.0)
+    sampling_ratio: float = Field(default=0.01, ge=0.0, le=1.0)
     # OTLP/HTTP traces endpoint (http://collector:4318/v1/traces); unset: spans.jsonl.
     otlp_endpoint: str | None = None
 

@@ -2,11 +2,11 @@
 
 `Instrumented` wraps the decider: decisions pass through untouched, and every
 outcome the session reports (with `observe_all`, every statement) is counted
-inline — a histogram and counters, microseconds — and, if sampled, queued for
-a worker thread that lowers the statement to AIR (cached) and builds its span
-with the statement's real start and end times. Export is batched by the SDK
-off the hot path: OTLP/HTTP when `telemetry.otlp_endpoint` is set, else JSON
-lines in `spans.jsonl` in the data dir.
+inline — a histogram and counters, microseconds. Shape statistics and, if
+sampled, the span (the statement lowered to AIR, cached, with its real start
+and end times) are built on the event loop after the current batch of I/O;
+export is batched by the SDK's thread: OTLP/HTTP when
+`telemetry.otlp_endpoint` is set, else JSON lines in `spans.jsonl`.
 
 A span is named from the AIR summary (`SELECT customers`) and carries the
 OpenTelemetry database attributes (`db.system.name`, `db.namespace`,
@@ -20,11 +20,11 @@ comment continues the client's trace (and its sampling decision).
 
 from __future__ import annotations
 
-import queue
+import asyncio
 import random
 import re
-import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -40,12 +40,13 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from sqlx.air.api import summary_of
 from sqlx.air.cache import LoweringCache
 from sqlx.air.errors import LoweringError
+from sqlx.air.pg import fingerprint_of
 from sqlx.air.plan import plan
 from sqlx.proxy.decision import Decider, Decision, Outcome, Statement, Verdict
 
@@ -67,8 +68,11 @@ _BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 50
 
 def statement_kind(sql: str) -> str:
     """The statement's first keyword, as a bounded metrics label."""
-    found = _FIRST_WORD.match(sql)
-    word = found.group(1).upper() if found else ""
+    head = sql[:12].split(None, 1)
+    word = head[0].upper() if head else ""
+    if word not in _KINDS:  # a leading comment or parenthesis: look properly
+        found = _FIRST_WORD.match(sql)
+        word = found.group(1).upper() if found else ""
     return word if word in _KINDS else ("FUNCTION_CALL" if not sql else "OTHER")
 
 
@@ -83,36 +87,59 @@ def query_text(sql: str) -> str:
         return ""
 
 
+class LatencyTable:
+    """Statement counts and a latency histogram per (kind, verdict), kept without locks
+    (the event loop is the only writer) and exposed as Prometheus families when scraped."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.rows: dict[tuple[str, str], list[float]] = {}  # bucket counts..., +Inf, sum
+
+    def add(self, kind: str, verdict: str, ms: float) -> None:
+        row = self.rows.get((kind, verdict))
+        if row is None:
+            row = self.rows[(kind, verdict)] = [0.0] * (len(self.bounds) + 2)
+        row[bisect_left(self.bounds, ms)] += 1
+        row[-1] += ms
+
+    def collect(self) -> Iterator[Any]:
+        hist = HistogramMetricFamily("sqlx_exec_latency_ms", "Statement latency through the proxy",
+                                     labels=["kind", "verdict"])  # fmt: skip
+        total = CounterMetricFamily("sqlx_statements", "Statements completed",
+                                    labels=["kind", "verdict"])  # fmt: skip
+        for (kind, verdict), row in sorted(self.rows.items()):
+            cumulative, buckets = 0.0, []
+            for bound, count in zip((*map(str, self.bounds), "+Inf"), row[:-1], strict=True):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            hist.add_metric([kind, verdict], buckets, row[-1])
+            total.add_metric([kind, verdict], cumulative)
+        yield hist
+        yield total
+
+
 class FingerprintStats:
     """Calls, time and errors per query shape (pglast fingerprint), for SHOW FINGERPRINTS.
 
-    Text → fingerprint is remembered (bounded), so a repeated text costs a dict
-    lookup; each shape keeps its first text with literals replaced."""
+    Each shape keeps its first text with literals replaced."""
 
     def __init__(self, max_shapes: int = 10_000) -> None:
         self.max_shapes = max_shapes
-        self._shape_of: dict[str, str] = {}
         self.shapes: dict[str, list[Any]] = {}  # fp -> [text, calls, total_ms, errors, max_ms]
 
-    def add(self, sql: str, elapsed_ms: float, failed: bool) -> None:
-        fp = self._shape_of.get(sql)
-        if fp is None:
-            try:
-                fp = pglast.parser.fingerprint(sql)
-            except pglast.parser.ParseError:
-                fp = "unparsable"
-            if len(self._shape_of) >= self.max_shapes:
-                self._shape_of.clear()
-            self._shape_of[sql] = fp
+    def add(self, sql: str, elapsed_ms: float, failed: bool) -> str:
+        """Count one statement; its fingerprint."""
+        fp = fingerprint_of(sql) or "unparsable"
         entry = self.shapes.get(fp)
         if entry is None:
             if len(self.shapes) >= self.max_shapes:
-                return
+                return fp
             entry = self.shapes[fp] = [query_text(sql)[:200], 0, 0.0, 0, 0.0]
         entry[1] += 1
         entry[2] += elapsed_ms
         entry[3] += failed
         entry[4] = max(entry[4], elapsed_ms)
+        return fp
 
     def top(self, n: int = 50) -> list[tuple[str, list[Any]]]:
         return sorted(self.shapes.items(), key=lambda kv: -kv[1][2])[:n]
@@ -122,13 +149,11 @@ class Telemetry:
     """Metrics registry, tracer and the span worker of one proxy process."""
 
     def __init__(self, data_dir: Path, sampling_ratio: float, otlp_endpoint: str | None = None,
-                 exporter: SpanExporter | None = None) -> None:  # fmt: skip
+                 exporter: SpanExporter | None = None,
+                 lowering: LoweringCache | None = None) -> None:  # fmt: skip
         self.registry = CollectorRegistry()
-        self.latency = Histogram("sqlx_exec_latency_ms", "Statement latency through the proxy",
-                                 ["kind", "verdict"], buckets=_BUCKETS,
-                                 registry=self.registry)  # fmt: skip
-        self.statements = Counter("sqlx_statements", "Statements completed",
-                                  ["kind", "verdict"], registry=self.registry)  # fmt: skip
+        self.latency = LatencyTable(_BUCKETS)
+        self.registry.register(self.latency)
         self.denials = Counter("sqlx_denials", "Statements denied by policy", ["rule"],
                                registry=self.registry)  # fmt: skip
         self.errors = Counter("sqlx_statement_errors", "Statements the server failed",
@@ -145,10 +170,9 @@ class Telemetry:
         self.provider = TracerProvider(resource=resource, sampler=ALWAYS_ON)
         self.provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000))
         self.tracer = self.provider.get_tracer("sqlx.proxy")
-        self._lowering = LoweringCache(10_000)
-        self._queue: queue.SimpleQueue[tuple[Outcome, int] | None] = queue.SimpleQueue()
-        self._worker = threading.Thread(target=self._run, name="sqlx-spans", daemon=True)
-        self._worker.start()
+        self._lowering = lowering or LoweringCache(10_000)
+        self._pending: list[tuple[Outcome, int]] = []
+        self._plan_costs: dict[str, float] = {}
 
     def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
         """A value read when /metrics is scraped (client connections, cache hits ...)."""
@@ -160,41 +184,42 @@ class Telemetry:
     # --- per statement -----------------------------------------------------------
 
     def record(self, outcome: Outcome) -> None:
-        statement = outcome.statements[0] if outcome.statements else None
-        if statement is None:
+        """Take one outcome; it is counted and traced by `_drain`, soon after."""
+        if not outcome.statements:
             return
-        kind = statement_kind(statement.sql)
-        verdict = outcome.decision.verdict.value
-        elapsed_ms = outcome.elapsed_s * 1000
-        self.latency.labels(kind, verdict).observe(elapsed_ms)
-        if statement.sql:
-            self.fingerprints.add(statement.sql, elapsed_ms, outcome.error_sqlstate is not None)
-        self.statements.labels(kind, verdict).inc()
-        if outcome.decision.verdict is Verdict.DENY:
-            self.denials.labels(outcome.decision.rule or "unknown").inc()
-        elif outcome.error_sqlstate:
-            self.errors.labels(outcome.error_sqlstate[:2]).inc()
-        parent = _TRACEPARENT.search(statement.sql) if "traceparent" in statement.sql else None
-        sampled = parent.group(1).endswith("1") if parent else random.random() < self.ratio
-        if sampled:
-            self._queue.put((outcome, time.time_ns()))
+        self._pending.append((outcome, time.time_ns()))
+        if len(self._pending) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self._drain)
+            except RuntimeError:  # no loop (a library caller): do it now
+                self._drain()
+
+    def _drain(self) -> None:
+        """Shape statistics and sampled spans, on the event loop once it has sent what it
+        had to send. A thread would do no better: it would hold the GIL against the loop."""
+        pending, self._pending = self._pending, []
+        for outcome, end_ns in pending:
+            sql = outcome.statements[0].sql
+            decision = outcome.decision
+            self.latency.add(statement_kind(sql), decision.verdict.value, outcome.elapsed_s * 1000)
+            if decision.verdict is Verdict.DENY:
+                self.denials.labels(decision.rule or "unknown").inc()
+            elif outcome.error_sqlstate:
+                self.errors.labels(outcome.error_sqlstate[:2]).inc()
+            failed = outcome.error_sqlstate is not None
+            fp = self.fingerprints.add(sql, outcome.elapsed_s * 1000, failed) if sql else None
+            parent = _TRACEPARENT.search(sql) if "traceparent" in sql else None
+            if parent.group(1).endswith("1") if parent else random.random() < self.ratio:
+                try:
+                    self._span(outcome, end_ns, fp)
+                except Exception:  # one bad span must not stop telemetry
+                    continue
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._worker.join(timeout=10)
+        self._drain()
         self.provider.shutdown()
 
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            try:
-                self._span(*item)
-            except Exception:  # one bad span must not stop telemetry
-                continue
-
-    def _span(self, outcome: Outcome, end_ns: int) -> None:
+    def _span(self, outcome: Outcome, end_ns: int, fp: str | None = None) -> None:
         statement = outcome.statements[0]
         attributes: dict[str, Any] = {
             "db.system.name": "postgresql",
@@ -223,9 +248,16 @@ class Telemetry:
             attributes["db.query.summary"] = name
             attributes["sqlx.air.id"] = g.root
             attributes["sqlx.air.hash"] = f"{g.hash64:016x}"
+            if fp:
+                attributes["sqlx.fingerprint"] = fp
             try:
-                attributes["sqlx.fingerprint"] = pglast.parser.fingerprint(statement.sql)
-                events.append(("air.plan", {"status": "ok", "cost": plan(g).cost}))
+                # A plan's cost depends on the shape only: computed once per fingerprint.
+                cost = self._plan_costs.get(fp) if fp else None
+                if cost is None:
+                    cost = plan(g).cost
+                    if fp and len(self._plan_costs) < 10_000:
+                        self._plan_costs[fp] = cost
+                events.append(("air.plan", {"status": "ok", "cost": cost}))
             except Exception as exc:  # the span reports it
                 events.append(("air.plan", {"status": "error", "error": str(exc)}))
         parent = _TRACEPARENT.search(statement.sql)

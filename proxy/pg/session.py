@@ -449,7 +449,10 @@ class PgSession:
         statement = self._statement(codec.read_query(consumed[start:end]), Path.SIMPLE)
         decision = self.decider.decide(statement)
         self._sync_point(FE.QUERY)
-        if decision is ALLOW and not self.observe_all:
+        if decision.verdict is Verdict.ALLOW:
+            # Forwarded as it came, in the same write as its neighbours.
+            if decision is not ALLOW or self.observe_all:
+                self._track(decision, (statement,), self._rfq_expected)
             return cursor
         if cursor < start:
             self.out_server.append(consumed[cursor:start])
@@ -457,10 +460,7 @@ class PgSession:
             self.out_server.append(codec.encode_query(self._deny(decision, (statement,))))
         else:
             self._track(decision, (statement,), self._rfq_expected)
-            if decision.verdict is Verdict.REWRITE:
-                self.out_server.append(codec.encode_query(decision.sql or ""))
-            else:
-                self.out_server.append(consumed[start:end])
+            self.out_server.append(codec.encode_query(decision.sql or ""))
         return end
 
     def _function_call(self, consumed: bytes, cursor: int, start: int, end: int) -> int:
