@@ -14,6 +14,7 @@ matters for a FunctionCall, which carries no text.
 from __future__ import annotations
 
 import re
+import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -27,11 +28,24 @@ from sqlx.air.errors import EmissionError, LoweringError
 from sqlx.air.pg import fingerprint as pg_fingerprint
 from sqlx.air.pg import fingerprint_of
 from sqlx.config.policy import Policy
-from sqlx.proxy.decision import ALLOW, Decision, Outcome, Path, SessionFacts, Statement, Verdict
+from sqlx.proxy.decision import (
+    ALLOW,
+    Decision,
+    Outcome,
+    Path,
+    SessionFacts,
+    Statement,
+    Verdict,
+    traceparent_of,
+)
 
 # Statements after which the catalog is read again. A word match is enough: a
 # false positive costs one extra read, in the background.
 _DDL = re.compile(r"\b(create|alter|drop|comment|grant|revoke)\b", re.IGNORECASE)
+# A sqlcommenter traceparent: version-trace_id-span_id-flags.
+_TRACEPARENT = re.compile(
+    r"traceparent\s*=\s*'[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}'"
+)
 _DDL_KINDS = frozenset(("CREATE", "ALTER", "DROP", "COMMENT", "GRANT", "REVOKE"))
 # An allow the session tracks, so that `observe` hears how the statement ended.
 _ALLOW_OBSERVED = Decision(Verdict.ALLOW, reason="schema change: the catalog is read again")
@@ -75,7 +89,7 @@ class PolicyDecider:
         if not guarded:
             return _ALLOW_OBSERVED if _DDL.search(statement.sql) else ALLOW
         evaluated = self._evaluate(statement, who, policy)
-        decision = self._decision(evaluated, who)
+        decision = self._decision(evaluated, who, statement.sql)
         if decision is ALLOW and evaluated.ddl:
             return _ALLOW_OBSERVED
         return decision
@@ -219,34 +233,37 @@ class PolicyDecider:
 
     # --- the answer ----------------------------------------------------------------
 
-    def _decision(self, evaluated: _Evaluated, who: pol.Who) -> Decision:
+    def _decision(self, evaluated: _Evaluated, who: pol.Who, sql: str) -> Decision:
         outcome = evaluated.outcome
         if outcome.action == "allow":
             return ALLOW
         finding = outcome.deciding
         assert finding is not None
         explanation_id = new_id()
+        # The explanation and the statement's span share a trace (the client's, if it
+        # sent a traceparent), so `explain show` leads to the span.
+        traced = traceparent_of(sql)
+        trace_id = traced[1] if traced else secrets.token_hex(16)
+        common = {"fingerprint": evaluated.fingerprint, "summary": evaluated.summary,
+                  "rule": finding.rule, "trace_id": trace_id}  # fmt: skip
         if outcome.action == "deny" or evaluated.refused is not None:
             verdict = Verdict.DENY
             why = finding.reason if outcome.action == "deny" else (
                 f"{finding.action} cannot be applied: {evaluated.refused}")  # fmt: skip
             reason = f'permission denied by policy "{finding.rule}": {why} ({explanation_id})'
-            decision = Decision(Verdict.DENY, reason=reason, fingerprint=evaluated.fingerprint,
-                                summary=evaluated.summary, rule=finding.rule)  # fmt: skip
+            decision = Decision(Verdict.DENY, reason=reason, **common)
         elif outcome.action in ("mask", "filter"):
             verdict = Verdict.REWRITE
             decision = Decision(Verdict.REWRITE, sql=evaluated.rewritten, reason=finding.reason,
-                                fingerprint=evaluated.fingerprint, summary=evaluated.summary,
-                                rule=finding.rule)  # fmt: skip
+                                **common)  # fmt: skip
         else:  # audit
             verdict = Verdict.ALLOW
-            decision = Decision(Verdict.ALLOW, reason=finding.reason, summary=evaluated.summary,
-                                fingerprint=evaluated.fingerprint, rule=finding.rule)  # fmt: skip
-        self._explain(explanation_id, outcome, evaluated, who, verdict)
+            decision = Decision(Verdict.ALLOW, reason=finding.reason, **common)
+        self._explain(explanation_id, outcome, evaluated, who, verdict, trace_id)
         return decision
 
     def _explain(self, explanation_id: str, outcome: pol.Outcome, evaluated: _Evaluated,
-                 who: pol.Who, verdict: Verdict) -> None:  # fmt: skip
+                 who: pol.Who, verdict: Verdict, trace_id: str) -> None:  # fmt: skip
         if self.log is None:
             return
         finding = outcome.deciding
@@ -263,6 +280,7 @@ class PolicyDecider:
                   Verdict.ALLOW: "statement executed and recorded"}[verdict]  # fmt: skip
         self.log.write(Explanation(
             id=explanation_id, decision=outcome.action, reason=finding.reason, evidence=evidence,
+            trace_id=trace_id,
             confidence=1.0, policy_impact=impact, air_id=evaluated.air_id,
             fingerprint=evaluated.fingerprint, user=who.user, database=who.database,
             summary=evaluated.summary,

@@ -9,8 +9,22 @@ line wires in the copilot's implementation at start-up.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from typing import Protocol
+
+# A sqlcommenter traceparent comment: /*traceparent='00-<trace>-<span>-<flags>'*/.
+_TRACEPARENT = re.compile(
+    r"traceparent\s*=\s*'([0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-([0-9a-f]{2}))'"
+)
+
+
+def traceparent_of(sql: str) -> tuple[str, str, bool] | None:
+    """(traceparent, trace id, sampled) of a statement's sqlcommenter comment, if any."""
+    found = _TRACEPARENT.search(sql) if "traceparent" in sql else None
+    if found is None:
+        return None
+    return found.group(1), found.group(2), found.group(3).endswith("1")
 
 
 class Verdict(enum.Enum):
@@ -63,6 +77,7 @@ class Decision:
     klass: str | None = None
     summary: str | None = None
     rule: str | None = None  # the policy rule that decided, if any
+    trace_id: str | None = None  # an explained decision's trace: its span is always kept
 
 
 ALLOW = Decision(Verdict.ALLOW)

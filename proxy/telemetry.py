@@ -48,7 +48,7 @@ from sqlx.air.cache import LoweringCache
 from sqlx.air.errors import LoweringError
 from sqlx.air.pg import fingerprint_of
 from sqlx.air.plan import plan
-from sqlx.proxy.decision import Decider, Decision, Outcome, Statement, Verdict
+from sqlx.proxy.decision import Decider, Decision, Outcome, Statement, Verdict, traceparent_of
 
 SPANS_FILE = "spans.jsonl"
 _KINDS = frozenset(("SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "WITH", "COPY", "BEGIN",
@@ -58,9 +58,6 @@ _KINDS = frozenset(("SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "WITH", "CO
                     "LISTEN", "NOTIFY", "VACUUM", "ANALYZE", "LOCK", "SAVEPOINT",
                     "RELEASE"))  # fmt: skip
 _FIRST_WORD = re.compile(r"\A(?:\s+|/\*.*?\*/|--[^\n]*\n?)*([A-Za-z]+)", re.DOTALL)
-_TRACEPARENT = re.compile(
-    r"traceparent\s*=\s*'([0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2})'"
-)
 _PROPAGATOR = TraceContextTextMapPropagator()
 # Latency buckets in milliseconds, from a cached point select to a report.
 _BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
@@ -208,8 +205,9 @@ class Telemetry:
                 self.errors.labels(outcome.error_sqlstate[:2]).inc()
             failed = outcome.error_sqlstate is not None
             fp = self.fingerprints.add(sql, outcome.elapsed_s * 1000, failed) if sql else None
-            parent = _TRACEPARENT.search(sql) if "traceparent" in sql else None
-            if parent.group(1).endswith("1") if parent else random.random() < self.ratio:
+            parent = traceparent_of(sql)
+            explained = decision.trace_id is not None  # its explanation names this trace
+            if explained or (parent[2] if parent else random.random() < self.ratio):
                 try:
                     self._span(outcome, end_ns, fp)
                 except Exception:  # one bad span must not stop telemetry
@@ -260,8 +258,13 @@ class Telemetry:
                 events.append(("air.plan", {"status": "ok", "cost": cost}))
             except Exception as exc:  # the span reports it
                 events.append(("air.plan", {"status": "error", "error": str(exc)}))
-        parent = _TRACEPARENT.search(statement.sql)
-        context = _PROPAGATOR.extract({"traceparent": parent.group(1)}) if parent else None
+        parent = traceparent_of(statement.sql)
+        context = _PROPAGATOR.extract({"traceparent": parent[0]}) if parent else None
+        if context is None and outcome.decision.trace_id:
+            sampled = trace.TraceFlags(trace.TraceFlags.SAMPLED)
+            remote = trace.SpanContext(int(outcome.decision.trace_id, 16), random.getrandbits(64),
+                                       is_remote=True, trace_flags=sampled)  # fmt: skip
+            context = trace.set_span_in_context(trace.NonRecordingSpan(remote))
         start_ns = end_ns - int(outcome.elapsed_s * 1e9)
         span = self.tracer.start_span(name, context=context, kind=trace.SpanKind.CLIENT,
                                       attributes=attributes, start_time=start_ns)  # fmt: skip

@@ -383,6 +383,13 @@ def read_parse(message: bytes) -> Parse:
     return Parse(name, query, message[pos:])
 
 
+def read_bind_statement(message: bytes) -> str:
+    """The prepared statement a Bind message binds (after its portal name)."""
+    _portal, pos = _cstring(message, 5)
+    name, _ = _cstring(message, pos)
+    return name
+
+
 def read_parameter_status(message: bytes) -> tuple[str, str]:
     name, pos = _cstring(message, 5)
     value, _ = _cstring(message, pos)

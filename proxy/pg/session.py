@@ -100,6 +100,14 @@ _CLIENT_READY = codec.tag_table(
     (FE.QUERY, FE.PARSE, FE.SYNC, FE.FLUSH, FE.FUNCTION_CALL, FE.TERMINATE,
      FE.COPY_DONE, FE.COPY_FAIL),
 )  # fmt: skip
+# With every statement observed, Bind is read too: a statement prepared earlier
+# runs with no Parse, and its Bind names it.
+_CLIENT_READY_OBSERVED = codec.tag_table(
+    codec.FRONTEND_TAGS,
+    (FE.QUERY, FE.PARSE, FE.SYNC, FE.FLUSH, FE.FUNCTION_CALL, FE.TERMINATE,
+     FE.COPY_DONE, FE.COPY_FAIL, FE.BIND),
+)  # fmt: skip
+_PREPARED_MAX = 10_000  # statement names remembered per session
 # During authentication only password messages go to the server: anything
 # else is kept until the session is ready, so nothing bypasses the decider.
 _CLIENT_AUTH = codec.tag_table((FE.PASSWORD_MESSAGE,), codec.FRONTEND_TAGS - {FE.PASSWORD_MESSAGE})
@@ -216,6 +224,10 @@ class PgSession:
         self._denials: dict[str, Decision] = {}
         self._deny_prefix = f"sqlx_denied_{secrets.token_hex(6)}_"
         self._deny_seq = 0
+        # Observed sessions: prepared statement name -> its text, and the statements
+        # bound (without a Parse) since the last Sync.
+        self._prepared: dict[str, str] = {}
+        self._bound: list[Statement] = []
 
     # --- state ---------------------------------------------------------------
 
@@ -378,6 +390,8 @@ class PgSession:
                     cursor = end
                     self._release(tag)
                     continue
+                if tag == FE.BIND:  # part of the batch; its statements are decided whole
+                    continue
                 # Anything else that is read ends the held batch implicitly.
                 self._hold(consumed[cursor:start])
                 cursor = start
@@ -396,6 +410,13 @@ class PgSession:
                 self._server_skipping = False
                 if not self._copy_in:  # the server ignores Sync during COPY IN
                     self._sync_point(FE.SYNC)
+                    if self._bound:
+                        self._track(ALLOW, tuple(self._bound), self._rfq_expected)
+                        self._bound = []
+            elif tag == FE.BIND:
+                sql = self._prepared.get(codec.read_bind_statement(consumed[start:end]))
+                if sql is not None:
+                    self._bound.append(self._statement(sql, Path.EXTENDED))
             elif tag == FE.FUNCTION_CALL:
                 cursor = self._function_call(consumed, cursor, start, end)
             elif tag == FE.COPY_DONE or tag == FE.COPY_FAIL:
@@ -489,6 +510,10 @@ class PgSession:
         for index in parses:
             parse = codec.read_parse(held[index])
             statement = self._statement(parse.query, Path.EXTENDED)
+            if self.observe_all:
+                if len(self._prepared) >= _PREPARED_MAX:
+                    self._prepared.clear()
+                self._prepared[parse.name] = parse.query
             decision = self.decider.decide(statement)
             statements.append(statement)
             decisions.append(decision)
@@ -571,7 +596,8 @@ class PgSession:
                 self.out_client.append(consumed[cursor:end])
                 self.tx_status = codec.read_ready_status(message)
                 self._move("ready_for_query")
-                self._client.table = _CLIENT_CONSOLE if self.console_mode else _CLIENT_READY
+                ready = _CLIENT_READY_OBSERVED if self.observe_all else _CLIENT_READY
+                self._client.table = _CLIENT_CONSOLE if self.console_mode else ready
                 self._client.max_length = self._max_message
                 self._server.table = _SERVER_READY_OBSERVED if self.observe_all else _SERVER_READY
                 rest = consumed[end:] + self._server.take_buffer()

@@ -311,7 +311,12 @@ def test_explain_tail_and_show(guarded: ProxyProcess) -> None:
     as_json = run([*sqlxos, "tail", "--json"]).stdout.splitlines()
     assert all(json.loads(ln)["id"] for ln in as_json)
     show = run([*sqlxos, "show", ex_id])
-    assert json.loads(show.stdout)["evidence"]["rule"] == "payroll-eu-only"
+    record, _, trace_line = show.stdout.rpartition("}\n")
+    assert json.loads(record + "}")["evidence"]["rule"] == "payroll-eu-only"
+    trace_id = trace_line.strip().removeprefix("trace: ")
+    (span,) = _spans(guarded, trace_id)  # an explained statement is always traced
+    assert span["attributes"]["sqlx.policy.verdict"] == "deny"
+    assert span["status"]["status_code"] == "ERROR"
     assert run([*sqlxos, "show", "ex_nope"], check=False).returncode == 1
     follow = subprocess.Popen([*sqlxos, "tail", "-n", "0", "-f"], stdout=subprocess.PIPE, text=True)
     try:
@@ -410,3 +415,23 @@ def test_views_carry_the_policy_of_what_they_show(guarded: ProxyProcess) -> None
     assert "payroll stays" in _denied(guarded, US, "select * from pay")
     with psycopg.connect(guarded.dsn(user=ADMIN), autocommit=True) as conn:
         assert conn.execute("select address from contacts_again").fetchall() == [(SECRET,)]
+
+
+def _statements_counted(proxy: ProxyProcess) -> float:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{proxy.http_port}/metrics").read().decode()
+    family = next(f for f in text_string_to_metric_families(body) if f.name == "sqlx_statements")
+    return sum(s.value for s in family.samples
+               if s.labels == {"kind": "SELECT", "verdict": "allow"})  # fmt: skip
+
+
+def test_statements_prepared_earlier_are_counted_when_executed_again(
+    guarded: ProxyProcess,
+) -> None:
+    before = _statements_counted(guarded)
+    with psycopg.connect(guarded.dsn(user=ADMIN), autocommit=True) as conn:
+        for i in range(10):  # one Parse, then Bind/Execute only
+            conn.execute("select id from orders where id = %s", (i,), prepare=True).fetchall()
+    deadline = time.monotonic() + 5
+    while _statements_counted(guarded) < before + 10:
+        assert time.monotonic() < deadline, (before, _statements_counted(guarded))
+        time.sleep(0.1)
