@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -104,6 +105,8 @@ class CatalogStore:
         self.on_change = on_change
         self._catalogs: dict[str, Catalog] = {}
         self._loading: dict[str, asyncio.Task[Catalog]] = {}
+        self._refreshed: dict[str, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._version = 0
 
     def get(self, database: str) -> Catalog:
@@ -117,9 +120,22 @@ class CatalogStore:
         await self._load(database)
 
     def refresh(self, database: str) -> None:
-        """Read `database`'s catalog again in the background (after DDL)."""
-        if database in self._catalogs:
-            asyncio.get_running_loop().create_task(self._load(database, again=True))
+        """Read `database`'s catalog again in the background (after DDL), at most once a
+        second per database."""
+        now = time.monotonic()
+        if database in self._catalogs and now - self._refreshed.get(database, 0.0) >= 1.0:
+            self._refreshed[database] = now
+            self._tasks.add(asyncio.get_running_loop().create_task(
+                self._load(database, again=True)))  # fmt: skip
+            self._tasks = {t for t in self._tasks if not t.done()}
+
+    async def refresh_every(self, interval_s: float) -> None:
+        """Read every known catalog again every `interval_s` (DDL that did not pass
+        through the proxy: migrations run against the server itself)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            for database in list(self._catalogs):
+                self.refresh(database)
 
     async def _load(self, database: str, again: bool = False) -> None:
         task = self._loading.get(database)
@@ -139,5 +155,6 @@ class CatalogStore:
         self._catalogs[database] = catalog
         if again and self.on_change is not None:
             self.on_change()
-        log.info("catalog read", database=database, tables=len(catalog.columns),
-                 tagged=len(catalog.comment_tags))  # fmt: skip
+        (log.debug if again else log.info)("catalog read", database=database,
+                                           tables=len(catalog.columns),
+                                           tagged=len(catalog.comment_tags))  # fmt: skip

@@ -180,6 +180,10 @@ class PolicyDecider:
             return found
         self.misses += 1
         found = self._evaluate_uncached(statement, who, policy)
+        if any(f.rule == pol.STALE for f in found.outcome.findings):
+            if self.catalogs is not None:
+                self.catalogs.refresh(who.database)
+            return found  # not remembered: the next try sees the catalog read again
         if shape_key and found.shape_safe:
             self._remember(shape_key, found)
         else:

@@ -335,6 +335,14 @@ def evaluate(
             if why:
                 findings.append(Finding("opaque-read", "deny", reason=why))
                 continue
+        if guard and policy.fail_closed and catalog.known:
+            stale = _stale_expansion(graph, policy, catalog, rules)
+            if stale:
+                findings.append(Finding(STALE, "deny", reason=(
+                    f"the policy names {stale}, which the proxy's catalog does not list: "
+                    "a * or whole-row read could return it unmasked; the catalog is being "
+                    "read again")))  # fmt: skip
+                continue
         tagged_graph = apply_tags(graph, effective_tags([graph], policy, catalog, rules),
                                   {k: list(v) for k, v in catalog.columns.items()})  # fmt: skip
         tagged = [n for n in tagged_graph.walk() if n.tags]
@@ -344,6 +352,37 @@ def evaluate(
             if found is not None:
                 findings.append(found)
     return combine(findings)
+
+
+STALE = "stale-catalog"
+
+
+def _stale_expansion(graph: AIRGraph, policy: Policy, catalog: Catalog,
+                     rules: tuple[tuple[int, Rule], ...]) -> str | None:  # fmt: skip
+    """A column the policy names but the catalog does not list, of a table this statement
+    reads with `*`, a whole row or `COPY t TO`: the expansion would miss it."""
+    named = [k.lower() for k in policy.tags] + [c.lower() for _, r in rules for c in r.when.columns]
+    missing: list[tuple[str, str]] = []
+    for key in named:
+        if any(same_table(t, key) for t in catalog.columns):
+            continue  # a table-level key
+        table, _, column = key.rpartition(".")
+        known = next((cols for t, cols in catalog.columns.items() if same_table(t, table)), None)
+        if table and (known is None or column not in known):
+            missing.append((table, column))
+    if not missing:
+        return None
+    tables = {str(n.value).lower(): n for n in graph.walk() if n.kind == "TABLE" and n.value}
+    names = set(tables) | {n.alias.lower() for n in tables.values() if n.alias}
+    implicit = any(n.kind == "STAR" or (n.kind == "COLUMN" and str(n.value).lower() in names)
+                   for n in graph.walk()) or (graph.kind == "COPY"
+                   and not any(r == "attlist[]" for r in graph.root_node.roles))  # fmt: skip
+    if not implicit:
+        return None
+    for table, column in missing:
+        if any(same_table(t, table) for t in tables):
+            return f"{table}.{column}"
+    return None
 
 
 def _implicit_reads(

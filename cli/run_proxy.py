@@ -131,6 +131,8 @@ class ProxyApp:
         self.decider = PolicyDecider(policy, catalogs, self.explanations,
                                      config.policy.decision_cache_size, lowering)  # fmt: skip
         catalogs.on_change = self.decider.invalidate
+        refresher = asyncio.get_running_loop().create_task(
+            catalogs.refresh_every(config.policy.catalog_refresh_s))  # fmt: skip
         self.telemetry: Telemetry | None = None
         decider: Decider = self.decider
         if config.telemetry.enabled:
@@ -185,6 +187,7 @@ class ProxyApp:
             await http.close()
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)
+        refresher.cancel()
         await asyncio.to_thread(self.explanations.close)
         if self.telemetry is not None:
             await asyncio.to_thread(self.telemetry.close)

@@ -75,6 +75,8 @@ class PolicyConfig(_Strict):
 
     packs: tuple[Path, ...] = ()
     decision_cache_size: int = Field(default=10_000, ge=0)
+    # Catalogs are read again after DDL through the proxy, and every this often.
+    catalog_refresh_s: float = Field(default=60.0, gt=0)
 
 
 class ExplainConfig(_Strict):

@@ -33,11 +33,11 @@ APP, US, ADMIN = f"app_{SUFFIX}", f"us_{SUFFIX}", f"adm_{SUFFIX}"
 SECRET = "zz-clear-value-zz"
 
 
-def _pack(extra_rules: list[dict] | None = None) -> dict:
+def _pack(extra_rules: list[dict] | None = None, extra_tags: dict | None = None) -> dict:
     return {"policy": {
         "fail_closed": True,
         "tags": {"public.customers.email": {"sensitivity": "pii"},
-                 "public.payroll": {"region": "eu"}},
+                 "public.payroll": {"region": "eu"}, **(extra_tags or {})},
         "rules": [
             {"name": "mask-pii", "when": {"tags": {"sensitivity": "pii"},
                                           "except_users": [ADMIN]}, "action": "mask"},
@@ -435,3 +435,41 @@ def test_statements_prepared_earlier_are_counted_when_executed_again(
     while _statements_counted(guarded) < before + 10:
         assert time.monotonic() < deadline, (before, _statements_counted(guarded))
         time.sleep(0.1)
+
+
+def test_a_column_added_behind_the_proxys_back_is_never_read_in_clear(
+    guarded: ProxyProcess,
+) -> None:
+    """orders has no policed column the catalog knows: without care, `*` would return a
+    new, tagged column in clear until the catalog is read again."""
+    pg = guarded.upstream
+    assert pg is not None
+    pg.execute("alter table orders add column note text; update orders set note = 'zz-note'")
+    pack: Path = guarded.pack  # type: ignore[attr-defined]
+    denied = 0
+    try:
+        pack.write_text(yaml.safe_dump(_pack(extra_tags={
+            "public.orders.note": {"sensitivity": "pii"}})))  # fmt: skip
+        guarded.signal(signal.SIGHUP)
+        time.sleep(0.5)
+        deadline = time.monotonic() + 10
+        with psycopg.connect(guarded.dsn(user=APP), autocommit=True) as conn:
+            while True:
+                try:
+                    cur = conn.execute("select * from orders order by id")
+                except psycopg.errors.InsufficientPrivilege as exc:
+                    assert "catalog" in str(exc)  # stale: refused, and read again
+                    denied += 1
+                else:
+                    rows = cur.fetchall()
+                    assert "zz-note" not in repr(rows)
+                    if [d.name for d in cur.description or []] == ["id", "total", "note"]:
+                        assert {r[2] for r in rows} == {"****"}
+                        break
+                assert time.monotonic() < deadline, "the catalog was never read again"
+                time.sleep(0.2)
+        assert denied >= 1
+    finally:
+        pack.write_text(yaml.safe_dump(_pack()))
+        guarded.signal(signal.SIGHUP)
+        pg.execute("alter table orders drop column note")
