@@ -87,20 +87,34 @@ class ExplanationLog:
             batch = [item]
             while not self._queue.empty() and len(batch) < 512:
                 batch.append(self._queue.get())
-            lines = [json.dumps(e.to_json(), ensure_ascii=False) for e in batch if e is not None]
+            lines = [json.dumps(e.to_json(), ensure_ascii=False) + "\n" for e in batch
+                     if e is not None]  # fmt: skip
             if lines:
-                self._append("\n".join(lines) + "\n")
+                self._append(lines)
             if None in batch:
                 return
 
-    def _append(self, text: str) -> None:
+    def _append(self, lines: list[str]) -> None:
+        """Append, rotating whenever the next line would take the file past `max_bytes`."""
         try:
-            if self.path.exists() and self.path.stat().st_size + len(text) > self.max_bytes:
-                self._rotate()
-            with self.path.open("a", encoding="utf-8") as fh:
-                fh.write(text)
+            size = self.path.stat().st_size if self.path.exists() else 0
+            chunk: list[str] = []
+            for line in lines:
+                n = len(line.encode("utf-8"))
+                if size and size + n > self.max_bytes:
+                    self._write(chunk)
+                    chunk, size = [], 0
+                    self._rotate()
+                chunk.append(line)
+                size += n
+            self._write(chunk)
         except OSError:
             pass  # the log must never stop the proxy; the records stay in `recent`
+
+    def _write(self, chunk: list[str]) -> None:
+        if chunk:
+            with self.path.open("a", encoding="utf-8") as fh:
+                fh.write("".join(chunk))
 
     def _rotate(self) -> None:
         for n in range(self.keep - 1, 0, -1):
