@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -105,7 +104,8 @@ class CatalogStore:
         self.on_change = on_change
         self._catalogs: dict[str, Catalog] = {}
         self._loading: dict[str, asyncio.Task[Catalog]] = {}
-        self._refreshed: dict[str, float] = {}
+        self._refreshing: set[str] = set()
+        self._again: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._version = 0
 
@@ -120,14 +120,26 @@ class CatalogStore:
         await self._load(database)
 
     def refresh(self, database: str) -> None:
-        """Read `database`'s catalog again in the background (after DDL), at most once a
-        second per database."""
-        now = time.monotonic()
-        if database in self._catalogs and now - self._refreshed.get(database, 0.0) >= 1.0:
-            self._refreshed[database] = now
-            self._tasks.add(asyncio.get_running_loop().create_task(
-                self._load(database, again=True)))  # fmt: skip
-            self._tasks = {t for t in self._tasks if not t.done()}
+        """Read `database`'s catalog again in the background (after DDL). Requests that
+        arrive while a read is running make one more read after it, never a pile."""
+        if database not in self._catalogs:
+            return
+        if database in self._refreshing:
+            self._again.add(database)
+            return
+        self._refreshing.add(database)
+        self._tasks.add(asyncio.get_running_loop().create_task(self._reread(database)))
+        self._tasks = {t for t in self._tasks if not t.done()}
+
+    async def _reread(self, database: str) -> None:
+        try:
+            while True:
+                self._again.discard(database)
+                await self._load(database, again=True)
+                if database not in self._again:
+                    return
+        finally:
+            self._refreshing.discard(database)
 
     async def refresh_every(self, interval_s: float) -> None:
         """Read every known catalog again every `interval_s` (DDL that did not pass

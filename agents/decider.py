@@ -95,7 +95,14 @@ class PolicyDecider:
         return decision
 
     def observe(self, outcome: Outcome) -> None:
-        if outcome.error_sqlstate is not None or self.catalogs is None:
+        if self.catalogs is None:
+            return
+        if outcome.error_sqlstate is not None:
+            # A rewrite names the columns the catalog lists: if one is gone (dropped
+            # behind the proxy's back), read the catalog again.
+            if outcome.error_sqlstate in ("42703", "42P01") and (
+                    outcome.decision.verdict is Verdict.REWRITE):  # fmt: skip
+                self.catalogs.refresh(outcome.statements[0].facts.database)
             return
         decision = outcome.decision
         # Every statement is observed when telemetry is on: only the allows that are

@@ -111,6 +111,20 @@ def _explanation_id(message: str) -> str:
     return found.group(1)
 
 
+def _reload(proxy: ProxyProcess, pack: dict | str) -> None:
+    """Write the pack and SIGHUP; return once the proxy logged the outcome."""
+    path: Path = proxy.pack  # type: ignore[attr-defined]
+    before = proxy.log().count("policy loaded") + proxy.log().count("config reload rejected")
+    path.write_text(pack if isinstance(pack, str) else yaml.safe_dump(pack))
+    proxy.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while proxy.log().count("policy loaded") + proxy.log().count("config reload rejected") == (
+        before
+    ):
+        assert time.monotonic() < deadline, "the reload was never logged"
+        time.sleep(0.05)
+
+
 def _until_denied(conn: psycopg.Connection, sql: str, rule: str) -> None:
     """Run `sql` until `rule` denies it (a change applies in the background)."""
     deadline = time.monotonic() + 10
@@ -272,21 +286,16 @@ def test_comment_tags_apply_after_ddl_through_the_proxy(guarded: ProxyProcess) -
 def test_reload_applies_to_new_statements_without_dropping_connections(
     guarded: ProxyProcess,
 ) -> None:
-    pack: Path = guarded.pack  # type: ignore[attr-defined]
     with psycopg.connect(guarded.dsn(user=APP), autocommit=True) as conn:
         assert conn.execute("select id from orders where id = 1").fetchall() == [(1,)]
-        pack.write_text(yaml.safe_dump(_pack([{"name": "no-orders", "action": "deny",
-                                                "when": {"tables": ["orders"]}}])))  # fmt: skip
-        guarded.signal(signal.SIGHUP)
+        _reload(guarded, _pack([{"name": "no-orders", "action": "deny",
+                                 "when": {"tables": ["orders"]}}]))  # fmt: skip
         _until_denied(conn, "select id from orders where id = 1", "no-orders")
-        pack.write_text("policy: {rules: [{name: broken, action: nonsense}]}")
-        guarded.signal(signal.SIGHUP)
-        time.sleep(0.5)
+        _reload(guarded, "policy: {rules: [{name: broken, action: nonsense}]}")
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no-orders"):
             conn.execute("select id from orders where id = 2")
     assert "config reload rejected" in guarded.log()
-    pack.write_text(yaml.safe_dump(_pack()))
-    guarded.signal(signal.SIGHUP)
+    _reload(guarded, _pack())
 
 
 @pytest.mark.parametrize("params", [{"options": f"-c role={ADMIN}"}, {"options": "--role=x"}])
@@ -444,14 +453,12 @@ def test_a_column_added_behind_the_proxys_back_is_never_read_in_clear(
     new, tagged column in clear until the catalog is read again."""
     pg = guarded.upstream
     assert pg is not None
+    with psycopg.connect(guarded.dsn(user=APP), autocommit=True) as conn:
+        conn.execute("select 1")  # the proxy has read the catalog by now
     pg.execute("alter table orders add column note text; update orders set note = 'zz-note'")
-    pack: Path = guarded.pack  # type: ignore[attr-defined]
     denied = 0
     try:
-        pack.write_text(yaml.safe_dump(_pack(extra_tags={
-            "public.orders.note": {"sensitivity": "pii"}})))  # fmt: skip
-        guarded.signal(signal.SIGHUP)
-        time.sleep(0.5)
+        _reload(guarded, _pack(extra_tags={"public.orders.note": {"sensitivity": "pii"}}))
         deadline = time.monotonic() + 10
         with psycopg.connect(guarded.dsn(user=APP), autocommit=True) as conn:
             while True:
@@ -470,6 +477,27 @@ def test_a_column_added_behind_the_proxys_back_is_never_read_in_clear(
                 time.sleep(0.2)
         assert denied >= 1
     finally:
-        pack.write_text(yaml.safe_dump(_pack()))
-        guarded.signal(signal.SIGHUP)
-        pg.execute("alter table orders drop column note")
+        _reload(guarded, _pack())
+        with psycopg.connect(guarded.dsn(), autocommit=True) as conn:  # DDL the proxy sees
+            conn.execute("alter table orders drop column note")
+        time.sleep(0.5)  # the catalog is read again in the background, after the DDL
+
+
+def test_row_filters_reach_every_read_and_write(guarded: ProxyProcess) -> None:
+    rule = {"name": "small-orders", "action": "filter", "predicate": "total < 6",
+            "when": {"tables": ["public.orders"], "users": [APP]}}  # fmt: skip
+    try:
+        _reload(guarded, _pack([rule]))
+        deadline = time.monotonic() + 10
+        with psycopg.connect(guarded.dsn(user=APP), autocommit=True) as conn:
+            while conn.execute("select count(*) from orders").fetchone() != (1,):
+                assert time.monotonic() < deadline, "the filter never applied"
+                time.sleep(0.1)
+            assert conn.execute("select id from orders o join orders p using (id)").fetchall() == [
+                (1,)]  # fmt: skip
+            assert conn.execute("select * from orders", prepare=True).fetchall() == [(1, 5)]
+            assert conn.execute("update orders set total = total where id > 0").rowcount == 1
+        with psycopg.connect(guarded.dsn(user=ADMIN), autocommit=True) as conn:
+            assert conn.execute("select count(*) from orders").fetchone() == (2,)
+    finally:
+        _reload(guarded, _pack())
