@@ -501,3 +501,27 @@ def test_row_filters_reach_every_read_and_write(guarded: ProxyProcess) -> None:
             assert conn.execute("select count(*) from orders").fetchone() == (2,)
     finally:
         _reload(guarded, _pack())
+
+
+def test_the_same_verdict_on_every_path_of_a_denied_table(guarded: ProxyProcess) -> None:
+    for sql in ("EXPLAIN ANALYZE SELECT * FROM payroll", "PREPARE q AS SELECT * FROM payroll",
+                "DECLARE c CURSOR WITH HOLD FOR SELECT amount FROM payroll",
+                "COPY (SELECT * FROM payroll) TO STDOUT", "COPY payroll TO STDOUT",
+                "SELECT 1; SELECT amount FROM payroll"):  # fmt: skip
+        assert "payroll stays" in _denied(guarded, US, sql), sql
+    conn = psycopg.connect(guarded.dsn(user=US), autocommit=True)
+    denied = pytest.raises(psycopg.errors.InsufficientPrivilege, match="payroll stays")
+    with conn, denied, conn.cursor().copy("COPY payroll FROM STDIN") as copy:
+        copy.write_row((2, 20))
+    assert guarded.upstream.execute("select count(*) from payroll") == [(1,)]  # type: ignore[union-attr]
+
+    async def prepared() -> None:
+        aconn = await asyncpg.connect(guarded.dsn(user=US))
+        try:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="payroll stays"):
+                await aconn.prepare("SELECT amount FROM payroll WHERE id = $1")
+            assert await aconn.fetchval("SELECT 1") == 1
+        finally:
+            await aconn.close()
+
+    asyncio.run(prepared())
