@@ -152,7 +152,9 @@ def _pgbench(port: int, mode: str, clients: int, seconds: int) -> dict[str, floa
     tps = float(re.search(r"tps = ([\d.]+)", out.stdout)[1])
     lat = float(re.search(r"latency average = ([\d.]+) ms", out.stdout)[1])
     failed = re.search(r"number of failed transactions: (\d+)", out.stdout)
-    return {"tps": tps, "latency_ms": lat, "failed": int(failed[1]) if failed else 0}
+    done = re.search(r"actually processed: (\d+)", out.stdout)
+    return {"tps": tps, "latency_ms": lat, "failed": int(failed[1]) if failed else 0,
+            "transactions": int(done[1]) if done else 0}  # fmt: skip
 
 
 def _stop(proc: subprocess.Popen) -> None:

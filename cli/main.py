@@ -31,6 +31,10 @@ def _bench_args(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     pg.add_argument("--modes", default="simple,prepared")
     pg.add_argument("--profile", action="store_true", help="also profile the proxy under load")
     pg.add_argument("--out", default="bench")
+    cpu = bsub.add_parser("cpu", help="the proxy's CPU per transaction, part by part")
+    cpu.add_argument("--seconds", type=int, default=8)
+    cpu.add_argument("--rounds", type=int, default=2)
+    cpu.add_argument("--out", default="bench")
     ab = bsub.add_parser("air", help="AIR lowering, planning and emission times")
     ab.add_argument("--runs", type=int, default=2000)
     ab.add_argument("--out", default="bench")
@@ -54,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         return air_cmd.run(args)
     if args.command == "explain":
         return explain_cmd.run(args)
+    if args.command == "bench" and args.bench == "cpu":
+        from sqlx.bench.cpu_per_tx import run_from_args as run_cpu
+
+        return run_cpu(args)
     if args.command == "bench" and args.bench == "air":
         from sqlx.bench.air_bench import run_from_args as run_air
 
