@@ -1,5 +1,6 @@
 """The upstream catalog as policy needs it: tables, their columns, view definitions,
-built-in functions, and tags written in column or table comments.
+inheritance and partition trees, built-in functions, and tags written in column or
+table comments.
 
 Read over the proxy's own connection (the upstream DSN's user), once per
 database before the first client of that database is let through, and again
@@ -40,6 +41,12 @@ FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p') AND obj_description(c.oid, 'pg_class') IS NOT NULL
 """
 _BUILTINS = "SELECT DISTINCT proname FROM pg_proc WHERE pronamespace = 'pg_catalog'::regnamespace"
+_INHERITS = """
+SELECT cn.nspname, c.relname, pn.nspname, p.relname
+FROM pg_inherits i
+JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace cn ON cn.oid = c.relnamespace
+JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = p.relnamespace
+"""
 _VIEWS = """
 SELECT n.nspname, c.relname, pg_get_viewdef(c.oid)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -71,6 +78,7 @@ async def read_catalog(connect: Mapping[str, Any], database: str, prefix: str, v
         tables = await conn.fetch(_TABLE_COMMENTS)
         builtins = await conn.fetch(_BUILTINS)
         views = await conn.fetch(_VIEWS)
+        inherits = await conn.fetch(_INHERITS)
     finally:
         await conn.close()
     columns: dict[str, list[str]] = {}
@@ -90,8 +98,27 @@ async def read_catalog(connect: Mapping[str, Any], database: str, prefix: str, v
         comment_tags=tags,
         builtin_functions=frozenset(r[0] for r in builtins),
         views={f"{schema}.{name}".lower(): text for schema, name, text in views if text},
+        families=_families(inherits),
         version=version,
     )
+
+
+def _families(rows: list[tuple[str, str, str, str]]) -> dict[str, tuple[str, ...]]:
+    """Each table of an inheritance or partition tree -> every other table of its tree."""
+    linked: dict[str, set[str]] = {}
+    for cs, cn, ps, pn in rows:
+        child, parent = f"{cs}.{cn}".lower(), f"{ps}.{pn}".lower()
+        linked.setdefault(child, set()).add(parent)
+        linked.setdefault(parent, set()).add(child)
+    out: dict[str, tuple[str, ...]] = {}
+    for table in linked:
+        seen, stack = {table}, [table]
+        while stack:
+            for other in linked[stack.pop()] - seen:
+                seen.add(other)
+                stack.append(other)
+        out[table] = tuple(sorted(seen - {table}))
+    return out
 
 
 class CatalogStore:

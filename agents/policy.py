@@ -56,6 +56,9 @@ class Catalog:
     comment_tags: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     builtin_functions: frozenset[str] = frozenset()  # names in pg_catalog
     views: Mapping[str, str] = field(default_factory=dict)  # schema.view -> its SELECT
+    # An inheritance or partition tree's tables share their tags: a partition holds
+    # the parent's rows, and the parent shows its children's.
+    families: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     version: int = 0
 
     @property
@@ -143,7 +146,27 @@ def _tag_map(policy: Policy, catalog: Catalog, rules: tuple[tuple[int, Rule], ..
             tags.setdefault(table, {})[f"@table:{index}"] = "1"
         for column in rule.when.columns:
             tags.setdefault(column, {})[f"@column:{index}"] = "1"
+    if catalog.families:
+        _share_in_families(tags, catalog)
     return tags
+
+
+def _share_in_families(tags: TagMap, catalog: Catalog) -> None:
+    """Give every table of an inheritance or partition tree the tags of the others."""
+    for key, value in list(tags.items()):
+        name = key.lower()
+        for table, others in catalog.families.items():
+            if same_table(table, name):
+                targets = [(o, "") for o in others]
+            else:
+                owner, _, column = name.rpartition(".")
+                if not owner or not same_table(table, owner):
+                    continue
+                targets = [(o, "." + column) for o in others]
+            for other, suffix in targets:
+                merged = tags.setdefault(other + suffix, {})
+                for k, v in value.items():
+                    merged.setdefault(k, v)
 
 
 def effective_tags(graphs: list[AIRGraph], policy: Policy, catalog: Catalog,
