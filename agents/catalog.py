@@ -41,6 +41,13 @@ FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p') AND obj_description(c.oid, 'pg_class') IS NOT NULL
 """
 _BUILTINS = "SELECT DISTINCT proname FROM pg_proc WHERE pronamespace = 'pg_catalog'::regnamespace"
+_USER_FUNCTIONS = """
+SELECT DISTINCT proname FROM pg_proc
+WHERE pronamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
+"""
+_USER_OPERATORS = (
+    "SELECT DISTINCT oprname FROM pg_operator WHERE oprnamespace <> 'pg_catalog'::regnamespace"
+)
 _INHERITS = """
 SELECT cn.nspname, c.relname, pn.nspname, p.relname
 FROM pg_inherits i
@@ -79,6 +86,8 @@ async def read_catalog(connect: Mapping[str, Any], database: str, prefix: str, v
         builtins = await conn.fetch(_BUILTINS)
         views = await conn.fetch(_VIEWS)
         inherits = await conn.fetch(_INHERITS)
+        user_functions = await conn.fetch(_USER_FUNCTIONS)
+        user_operators = await conn.fetch(_USER_OPERATORS)
     finally:
         await conn.close()
     columns: dict[str, list[str]] = {}
@@ -99,6 +108,8 @@ async def read_catalog(connect: Mapping[str, Any], database: str, prefix: str, v
         builtin_functions=frozenset(r[0] for r in builtins),
         views={f"{schema}.{name}".lower(): text for schema, name, text in views if text},
         families=_families(inherits),
+        user_functions=frozenset(r[0] for r in user_functions),
+        user_operators=frozenset(r[0] for r in user_operators),
         version=version,
     )
 

@@ -130,6 +130,10 @@ class PolicyDecider:
             await self.catalogs.prepare(facts.database)
         return None
 
+    def masks(self, facts: SessionFacts) -> bool:
+        """Whether a mask rule applies to the session (its errors' details are hidden)."""
+        return not self.policy.empty and pol.masked(self.policy, self._who_of(facts)[0])
+
     def _explain_session(self, who: pol.Who, why: str) -> None:
         if self.log is not None:
             self.log.write(Explanation(

@@ -25,7 +25,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlx.agents.policy import Catalog, TagMap, Who, effective_tags, session_rules
+from sqlx.agents.policy import (
+    Catalog,
+    TagMap,
+    Who,
+    effective_tags,
+    session_rules,
+    touched_columns,
+)
 from sqlx.air import pg
 from sqlx.air.model import AIRGraph
 from sqlx.air.tags import apply_tags, same_table
@@ -37,7 +44,11 @@ _READ_KEYS = frozenset(("fromClause", "larg", "rarg", "usingClause", "sourceRela
 # Clauses whose use of a masked column lets a client infer its values.
 _INFERENCE_ROLES = frozenset(("whereClause", "havingClause", "groupClause[]", "sortClause[]",
                               "quals", "partitionClause[]", "orderClause[]",
-                              "distinctClause[]", "usingClause[]"))  # fmt: skip
+                              "distinctClause[]", "usingClause[]", "joinCondition",
+                              "condition"))  # fmt: skip
+# Values a write stores: a masked column read there is copied in clear into the table.
+_WRITERS = frozenset(("UpdateStmt", "OnConflictClause", "MergeWhenClause"))
+_WRITTEN_ROLES = frozenset(("targetList[]", "values[]"))
 
 
 class Refused(Exception):
@@ -78,40 +89,21 @@ class TablePolicy:
 
 def table_policies(catalog: Catalog, rules: list[tuple[int, Rule]], tags: TagMap,
                    ) -> dict[str, TablePolicy]:  # fmt: skip
-    """The tables and views `rules` (mask and filter rules that matched) touch.
-
-    A column is touched when its tags (`policy.effective_tags`: a view column
-    has those of the columns it shows) hold the rule's tags and the rule's own
-    table and column marks."""
+    """The tables and views `rules` (mask and filter rules that matched) touch: for each,
+    its masked columns (`policy.touched_columns`) and row filters."""
     out: dict[str, TablePolicy] = {}
     for table, columns in catalog.columns.items():
         for index, rule in rules:
-            w = rule.when
-            if not (w.tables or w.columns or w.tags):
+            touched = touched_columns(rule, index, table, columns, tags)
+            if not touched:
                 continue
-            for column in columns:
-                have = _column_tags(tags, table, column)
-                hit = (not w.tables or f"@table:{index}" in have) and (
-                    not w.columns or f"@column:{index}" in have) and all(
-                    have.get(k) == v for k, v in w.tags.items())  # fmt: skip
-                if not hit:
-                    continue
-                entry = out.setdefault(table, TablePolicy(table, columns, {}, []))
-                if rule.action == "mask":
+            entry = out.setdefault(table, TablePolicy(table, columns, {}, []))
+            if rule.action == "mask":
+                for column in touched:
                     entry.masks.setdefault(column, rule)
-                elif rule.action == "filter" and rule.predicate not in entry.filters:
-                    entry.filters.append(rule.predicate or "false")
+            elif rule.action == "filter" and rule.predicate not in entry.filters:
+                entry.filters.append(rule.predicate or "false")
     return out
-
-
-def _column_tags(tags: TagMap, table: str, column: str) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for key, value in tags.items():
-        key = key.lower()
-        key_table, _, key_col = key.rpartition(".")
-        if same_table(table, key) or (key_col == column and same_table(table, key_table)):
-            found.update(value)
-    return found
 
 
 def check_inference(graph: AIRGraph, catalog: Catalog, tables: dict[str, TablePolicy]) -> None:
@@ -121,21 +113,28 @@ def check_inference(graph: AIRGraph, catalog: Catalog, tables: dict[str, TablePo
         return
     tag_map = {f"{t}.{c}": {"@masked": f"{t}.{c}"} for t, c in masked}
     tagged = apply_tags(graph, tag_map, {k: list(v) for k, v in catalog.columns.items()})
-    stack: list[tuple[str, bool]] = [(tagged.root, False)]
-    seen: set[tuple[str, bool]] = set()
+    # (node, why a masked column under it would leak: "" if it would not)
+    stack: list[tuple[str, str]] = [(tagged.root, "")]
+    seen: set[tuple[str, str]] = set()
     while stack:
-        nid, inferring = stack.pop()
-        if (nid, inferring) in seen:
+        nid, why = stack.pop()
+        if (nid, why) in seen:
             continue
-        seen.add((nid, inferring))
+        seen.add((nid, why))
         node = tagged[nid]
         ref = node.tag_map.get("@masked")
-        if ref and inferring:
+        if ref and why:
             table, _, column = ref.rpartition(".")
-            if masked[(table, column)].on_inference == "deny":
-                raise Refused(f"masked column {ref} is used to filter, join, group or sort")
+            if why == "copied" or masked[(table, column)].on_inference == "deny":
+                raise Refused(f"masked column {ref} is {why}")
+        writer = node.attr("@pg") in _WRITERS
         for role, kid in zip(node.roles, node.children, strict=True):
-            stack.append((kid, inferring or role in _INFERENCE_ROLES))
+            if writer and role in _WRITTEN_ROLES:
+                stack.append((kid, "copied"))
+            elif role in _INFERENCE_ROLES and not why:
+                stack.append((kid, "used to filter, join, group or sort"))
+            else:
+                stack.append((kid, why))
 
 
 # --- rewriting the pglast tree ------------------------------------------------------
@@ -172,15 +171,15 @@ def _derived_select(tp: TablePolicy, relation: dict[str, Any], only: list[str] |
 
 
 class Rewriter:
-    def __init__(self, tables: dict[str, TablePolicy], ctes: set[str]) -> None:
+    def __init__(self, tables: dict[str, TablePolicy]) -> None:
         self.tables = tables
-        self.ctes = ctes
+        self.scope: list[frozenset[str]] = []  # CTE names visible here, innermost last
         self.changed = False
 
     def policy_of(self, relation: dict[str, Any]) -> TablePolicy | None:
         name = ".".join(p for p in (relation.get("schemaname"), relation["relname"]) if p).lower()
-        if not relation.get("schemaname") and name in self.ctes:
-            return None
+        if not relation.get("schemaname") and any(name in names for names in self.scope):
+            return None  # a CTE of that name, visible here
         found = [tp for t, tp in self.tables.items() if same_table(t, name)]
         if len(found) > 1:
             raise Refused(f"{name} could name several policed tables; qualify it with its schema")
@@ -191,6 +190,8 @@ class Rewriter:
             return tuple(self.walk(v, key) for v in node)
         if not isinstance(node, dict):
             return node
+        if node.get("withClause"):
+            return self._with(node, key)
         cls = node.get("@")
         if cls == "RangeVar":
             tp = self.policy_of(node)
@@ -204,6 +205,26 @@ class Rewriter:
         if cls == "CopyStmt" and node.get("relation") and not node.get("is_from"):
             return self._copy(node)
         return {k: self.walk(v, k) for k, v in node.items()}
+
+    def _with(self, stmt: dict[str, Any], key: str) -> dict[str, Any]:
+        """A statement with CTEs: a CTE's name hides a table only where PostgreSQL says
+        it is visible (not in its own body or earlier siblings', unless RECURSIVE)."""
+        clause = stmt["withClause"]
+        ctes = clause.get("ctes", ())
+        names = [str(c.get("ctename", "")).lower() for c in ctes]
+        bodies = []
+        for i, cte in enumerate(ctes):
+            self.scope.append(frozenset(names if clause.get("recursive") else names[:i]))
+            try:
+                bodies.append(self.walk(cte, "ctes"))
+            finally:
+                self.scope.pop()
+        self.scope.append(frozenset(names))
+        try:
+            body = self.walk({k: v for k, v in stmt.items() if k != "withClause"}, key)
+        finally:
+            self.scope.pop()
+        return {**body, "withClause": {**clause, "ctes": tuple(bodies)}}
 
     def _derived(self, relation: dict[str, Any], tp: TablePolicy) -> dict[str, Any]:
         self.changed = True
@@ -286,30 +307,21 @@ def _mask_refs(node: Any, tp: TablePolicy) -> Any:
             if name is None and val.get("@") == "ColumnRef":
                 name = val["fields"][-1].get("sval")
             return {**node, "val": _mask_refs(val, tp), **({"name": name} if name else {})}
+        if node.get("@") == "A_Indirection":
+            raise Refused(f"a field of a row of {tp.table} in RETURNING")
         if node.get("@") == "ColumnRef":
             names = [f.get("sval") for f in node.get("fields", ()) if f.get("@") == "String"]
             column = (names[-1] or "").lower() if names else ""
             if column in tp.masks:
                 return _expr(mask_sql(tp.masks[column], _PLACEHOLDER), node)
-            if len(names) == 1 and same_table(tp.table, column):
+            if len(names) == 1 and column not in tp.columns:
+                # Not a column: the table's (or its alias's) whole row.
                 raise Refused(f"a whole-row reference to {tp.table} in RETURNING")
             return node
         return {k: _mask_refs(v, tp) for k, v in node.items()}
     if isinstance(node, tuple | list):
         return tuple(_mask_refs(v, tp) for v in node)
     return node
-
-
-def _cte_names(node: Any, out: set[str]) -> set[str]:
-    if isinstance(node, dict):
-        if node.get("@") == "CommonTableExpr":
-            out.add(str(node.get("ctename", "")).lower())
-        for v in node.values():
-            _cte_names(v, out)
-    elif isinstance(node, tuple | list):
-        for v in node:
-            _cte_names(v, out)
-    return out
 
 
 def rewrite(graphs: list[AIRGraph], policy: Policy, who: Who, catalog: Catalog,
@@ -325,7 +337,7 @@ def rewrite(graphs: list[AIRGraph], policy: Policy, who: Who, catalog: Catalog,
     for graph in graphs:
         check_inference(graph, catalog, tables)
         (raw,) = pg.parse(graph.source)
-        rewriter = Rewriter(tables, _cte_names(raw, set()))
+        rewriter = Rewriter(tables)
         tree = rewriter.walk(raw["stmt"])
         texts.append(pg.deparse(tree) if rewriter.changed else graph.source)
     return ";\n".join(texts)

@@ -29,6 +29,7 @@ from sqlx.config.policy import ACTION_STRENGTH, Policy, Rule
 
 # Reading any of these shows data (or its statistics) the proxy cannot police.
 _OPAQUE_READERS = frozenset(("query_to_xml", "query_to_xml_and_xmlschema", "query_to_xmlschema",
+                             "ts_stat", "ts_rewrite",
                              "cursor_to_xml", "table_to_xml", "table_to_xml_and_xmlschema",
                              "database_to_xml", "schema_to_xml", "dblink", "dblink_exec",
                              "lo_export", "pg_read_file", "pg_read_binary_file"))  # fmt: skip
@@ -55,6 +56,10 @@ class Catalog:
     columns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # schema.table -> cols
     comment_tags: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     builtin_functions: frozenset[str] = frozenset()  # names in pg_catalog
+    # Names of functions and operators defined outside pg_catalog: one that shares a
+    # built-in's name may be what an unqualified call resolves to.
+    user_functions: frozenset[str] = frozenset()
+    user_operators: frozenset[str] = frozenset()
     views: Mapping[str, str] = field(default_factory=dict)  # schema.view -> its SELECT
     # An inheritance or partition tree's tables share their tags: a partition holds
     # the parent's rows, and the parent shows its children's.
@@ -210,6 +215,61 @@ def _add_view_tags(names: list[str], done: set[str], tags: TagMap, catalog: Cata
                     tags[key] = {**tags.get(key, {}), **found}
 
 
+def column_tags(tags: TagMap, table: str, column: str) -> dict[str, str]:
+    """The tags of one catalog column: its table's, then its own."""
+    found: dict[str, str] = {}
+    for key, value in tags.items():
+        key = key.lower()
+        key_table, _, key_col = key.rpartition(".")
+        if same_table(table, key) or (key_col == column and same_table(table, key_table)):
+            found.update(value)
+    return found
+
+
+def touched_columns(rule: Rule, index: int, table: str, columns: Iterable[str],
+                    tags: TagMap) -> list[str]:  # fmt: skip
+    """The columns of `table` a rule's data conditions (tags, tables, columns) hold for."""
+    w = rule.when
+    if not (w.tables or w.columns or w.tags):
+        return []
+    out = []
+    for column in columns:
+        have = column_tags(tags, table, column)
+        if (not w.tables or f"@table:{index}" in have) and (
+                not w.columns or f"@column:{index}" in have) and all(
+                have.get(k) == v for k, v in w.tags.items()):  # fmt: skip
+            out.append(column)
+    return out
+
+
+def _masked_tables(policy: Policy, catalog: Catalog,
+                   rules: tuple[tuple[int, Rule], ...]) -> set[str]:  # fmt: skip
+    tags = _tag_map(policy, catalog, rules)
+    return {t for t, cols in catalog.columns.items() for i, r in rules
+            if r.action == "mask" and touched_columns(r, i, t, cols, tags)}  # fmt: skip
+
+
+def _reads_policed_table(rule: Rule, index: int, graph: AIRGraph, catalog: Catalog,
+                         tags: TagMap) -> Finding | None:  # fmt: skip
+    """A mask or filter rule holds for any statement that names a table it polices, even
+    when no column reference resolves to a tagged column (table column aliases, join
+    aliases, merged USING columns): the rewrite then masks the table itself."""
+    if rule.when.statements and not _statement_kinds(graph) & set(rule.when.statements):
+        return None
+    for node in graph.walk():
+        if node.kind != "TABLE" or not node.value:
+            continue
+        name = str(node.value).lower()
+        for table, columns in catalog.columns.items():
+            if same_table(table, name):
+                touched = touched_columns(rule, index, table, columns, tags)
+                if touched:
+                    reason = rule.reason or _default_reason(rule, [table], [])
+                    return Finding(rule.name, rule.action, (table,),
+                                   tuple(f"{table}.{c}" for c in touched), (), reason)  # fmt: skip
+    return None
+
+
 def _is_statement(node: AIRNode) -> bool:
     return node.type == "statement"
 
@@ -280,14 +340,37 @@ def _default_reason(rule: Rule, tables: list[str], columns: list[str]) -> str:
     return f"{verb} by policy {rule.name!r}" + (f" ({what})" if what else "")
 
 
-def _blind_spots(graph: AIRGraph, catalog: Catalog, policy: Policy) -> str | None:
+# Statements that create code the server runs later, out of the proxy's sight.
+_CODE_DDL = frozenset(("CreateFunctionStmt", "AlterFunctionStmt", "CreateTrigStmt", "DefineStmt",
+                       "CreateCastStmt", "RuleStmt", "CreateDomainStmt", "CreateEventTrigStmt",
+                       "CreateTransformStmt", "CreatePLangStmt", "CreateOpClassStmt",
+                       "CreateConversionStmt", "CreatePolicyStmt", "AlterPolicyStmt"))  # fmt: skip
+_DDL_KINDS = frozenset(("CREATE", "ALTER", "DROP", "COMMENT", "TRUNCATE", "GRANT", "REVOKE",
+                        "SECURITY_LABEL", "CLUSTER", "REINDEX"))  # fmt: skip
+
+
+def _blind_spots(graph: AIRGraph, catalog: Catalog, policy: Policy,
+                 masked_tables: set[str]) -> str | None:  # fmt: skip
     """Why the proxy cannot see what a masked session's statement reads, if it cannot."""
     allowed = {f.lower() for f in policy.allow_functions}
     for node in graph.walk():
         if node.kind in ("DO", "CALL"):
             return f"{node.kind} runs code the proxy cannot see through"
-        if node.kind == "TABLE" and str(node.value).rpartition(".")[2].lower() in _STATS_RELATIONS:
-            return f"{node.value} exposes column statistics"
+        if node.attr("@pg") in _CODE_DDL:
+            return "creating code the server runs later, out of the proxy's sight"
+        if node.attr("@pg") in ("CommentStmt", "SecLabelStmt"):
+            return "comments and labels may carry the tags policy reads"
+        if node.kind == "TABLE" and node.value:
+            name = str(node.value).lower()
+            if name.rpartition(".")[2] in _STATS_RELATIONS:
+                return f"{node.value} exposes column statistics"
+            if graph.root_node.type == "statement" and graph.kind in _DDL_KINDS and any(
+                    same_table(t, name) for t in masked_tables):  # fmt: skip
+                return f"a schema change to {name}, which has masked columns"
+        if node.attr("@pg") == "A_Expr" and catalog.user_operators:
+            op = ".".join(str(kid.value) for r, kid in graph.children(node) if r == "name[]")
+            if op.rpartition(".")[2] in catalog.user_operators:
+                return f"operator {op} may be user-defined code"
         if node.type != "function" or not node.value:
             continue
         name = str(node.value).lower()
@@ -296,7 +379,8 @@ def _blind_spots(graph: AIRGraph, catalog: Catalog, policy: Policy) -> str | Non
             continue
         if short in _OPAQUE_READERS:
             return f"{short}() runs SQL the proxy cannot see through"
-        builtin = schema in ("", "pg_catalog") and short in catalog.builtin_functions
+        builtin = (schema in ("", "pg_catalog") and short in catalog.builtin_functions
+                   and (schema == "pg_catalog" or short not in catalog.user_functions))  # fmt: skip
         if catalog.builtin_functions and not builtin:
             return f"{name}() is not a built-in function and may read masked data"
     return None
@@ -354,7 +438,7 @@ def evaluate(
                 findings.append(Finding("identity", "deny", reason=why))
                 continue
         if masked(policy, who) and policy.fail_closed:
-            why = _blind_spots(graph, catalog, policy)
+            why = _blind_spots(graph, catalog, policy, _masked_tables(policy, catalog, rules))
             if why:
                 findings.append(Finding("opaque-read", "deny", reason=why))
                 continue
@@ -366,12 +450,14 @@ def evaluate(
                     "a * or whole-row read could return it unmasked; the catalog is being "
                     "read again")))  # fmt: skip
                 continue
-        tagged_graph = apply_tags(graph, effective_tags([graph], policy, catalog, rules),
-                                  {k: list(v) for k, v in catalog.columns.items()})  # fmt: skip
+        tags = effective_tags([graph], policy, catalog, rules)
+        tagged_graph = apply_tags(graph, tags, {k: list(v) for k, v in catalog.columns.items()})
         tagged = [n for n in tagged_graph.walk() if n.tags]
         tagged += _implicit_reads(tagged_graph, policy, catalog, rules)
         for index, rule in rules:
             found = _match(rule, index, tagged_graph, tagged)
+            if found is None and rule.action in ("mask", "filter"):
+                found = _reads_policed_table(rule, index, graph, catalog, tags)
             if found is not None:
                 findings.append(found)
     return combine(findings)

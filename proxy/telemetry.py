@@ -302,9 +302,9 @@ class Instrumented:
     def __init__(self, inner: Decider, telemetry: Telemetry) -> None:
         self.inner = inner
         self.telemetry = telemetry
-        prepare = getattr(inner, "prepare", None)
-        if prepare is not None:
-            self.prepare = prepare
+        for hook in ("prepare", "masks"):
+            if hasattr(inner, hook):
+                setattr(self, hook, getattr(inner, hook))
 
     def decide(self, statement: Statement) -> Decision:
         return self.inner.decide(statement)

@@ -218,6 +218,8 @@ class ClientConnection(asyncio.Protocol):
                 self.session.fail("42501", refusal)
                 self._act()
                 return
+            masks = getattr(self.proxy.decider, "masks", None)
+            self.session.scrub_details = bool(masks and masks(action.facts))
         try:
             transport, _ = await upstream.open_connection(
                 target,

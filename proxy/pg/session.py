@@ -180,6 +180,9 @@ class PgSession:
         self.decider = decider
         self.console = console
         self.console_mode = False
+        # Masked sessions: a server error's DETAIL can show a whole row ("Failing row
+        # contains (...)"), masked columns included; it is replaced.
+        self.scrub_details = False
         # Telemetry wants every statement's outcome, not only those a decision changed.
         self.observe_all = observe_all
         self.key = key
@@ -666,6 +669,11 @@ class PgSession:
         flight = self._inflight[0] if self._inflight else None
         if flight is not None and flight.error is None and flight.rfq_index == self._rfq_seen + 1:
             flight.error = codec.read_error_fields(message).get("C", "XX000")
+        if self.scrub_details:
+            fields = codec.read_error_fields(message)
+            if "D" in fields:
+                fields["D"] = "(hidden by sqlx-os: a detail may show row values)"
+                return codec.encode_error_fields(fields)
         return None
 
     def _observe(self, flight: _InFlight) -> None:
