@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from sqlx.air.api import lower_all
 from sqlx.air.errors import LoweringError
 from sqlx.air.model import AIRGraph, AIRNode
-from sqlx.air.tags import apply_tags, same_table
+from sqlx.air.tags import UNRESOLVED, apply_tags, same_table
 from sqlx.config.policy import ACTION_STRENGTH, Policy, Rule
 
 # Reading any of these shows data (or its statistics) the proxy cannot police.
@@ -251,8 +251,8 @@ def _masked_tables(policy: Policy, catalog: Catalog,
 
 def _reads_policed_table(rule: Rule, index: int, graph: AIRGraph, catalog: Catalog,
                          tags: TagMap) -> Finding | None:  # fmt: skip
-    """A mask or filter rule holds for any statement that names a table it polices, even
-    when no column reference resolves to a tagged column (table column aliases, join
+    """A mask or filter rule holds for a statement that names a table it polices and has
+    column references the tags could not tie to a column (table column aliases, join
     aliases, merged USING columns): the rewrite then masks the table itself."""
     if rule.when.statements and not _statement_kinds(graph) & set(rule.when.statements):
         return None
@@ -454,9 +454,10 @@ def evaluate(
         tagged_graph = apply_tags(graph, tags, {k: list(v) for k, v in catalog.columns.items()})
         tagged = [n for n in tagged_graph.walk() if n.tags]
         tagged += _implicit_reads(tagged_graph, policy, catalog, rules)
+        unresolved = any(UNRESOLVED in n.tag_map for n in tagged)
         for index, rule in rules:
             found = _match(rule, index, tagged_graph, tagged)
-            if found is None and rule.action in ("mask", "filter"):
+            if found is None and unresolved and rule.action in ("mask", "filter"):
                 found = _reads_policed_table(rule, index, graph, catalog, tags)
             if found is not None:
                 findings.append(found)

@@ -18,6 +18,9 @@ from sqlx.air.build import GraphBuilder
 from sqlx.air.model import AIRGraph, AIRNode, node_id
 
 TagMap = Mapping[str, Mapping[str, str]]
+# The tag a column reference gets when, with table columns given, it cannot be tied
+# to a listed column (an alias's column list, a join alias, a merged USING column).
+UNRESOLVED = "@unresolved"
 _SCOPES = frozenset(("SELECT", "INSERT", "UPDATE", "DELETE", "MERGE"))
 Ref = tuple[str, str]  # (table, column)
 
@@ -105,6 +108,10 @@ class _Tagger:
                 return self._source_refs(scope, (owners or scope.order)[0], column)
         return set()
 
+    def _known(self, refs: set[Ref]) -> bool:
+        """Whether every ref names a column the caller listed for its table."""
+        return bool(refs) and all(ref[1] in self._columns_of(ref[0]) for ref in refs)
+
     def _has_column(self, scope: _Scope, source: str, column: str) -> bool:
         if source in scope.derived:
             return column in scope.derived[source]
@@ -191,8 +198,13 @@ class _Tagger:
         if node.kind == "TABLE" and node.value:
             tags = self._table_tags(_norm(str(node.value)))
         elif node.kind in ("COLUMN", "STAR") and scopes:
-            for ref in sorted(self.resolve(scopes, str(node.value or "*"))):
+            refs = self.resolve(scopes, str(node.value or "*"))
+            for ref in sorted(refs):
                 tags.update(self._ref_tags(ref))
+            if self.columns and node.kind == "COLUMN" and not self._known(refs):
+                # What this names is not known: a caller that polices data must not
+                # take the absence of tags for the absence of data.
+                tags[UNRESOLVED] = "1"
         changed = children != list(node.children)
         nid2 = self.b.add(
             node.type, node.kind, value=node.value, alias=node.alias, attrs=node.attrs,

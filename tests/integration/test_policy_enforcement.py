@@ -369,7 +369,7 @@ def test_spans_and_metrics(guarded: ProxyProcess) -> None:
     )  # type: ignore[union-attr]
     assert attrs["db.query.summary"] == "SELECT customers"
     assert attrs["db.query.text"] == "SELECT id, name FROM customers WHERE id = $1"
-    assert attrs["sqlx.policy.verdict"] == "rewrite" and attrs["db.response.returned_rows"] == 0
+    assert attrs["sqlx.policy.verdict"] == "allow" and attrs["db.response.returned_rows"] == 0
     assert {"sqlx.air.id", "sqlx.air.hash", "sqlx.fingerprint"} <= attrs.keys()
     assert [e["name"] for e in span["events"]] == ["air.parse", "air.normalize", "air.plan"]
     masked = _spans(guarded, '"sqlx.policy.rule": "mask-pii"')
