@@ -175,6 +175,7 @@ class Rewriter:
         self.tables = tables
         self.scope: list[frozenset[str]] = []  # CTE names visible here, innermost last
         self.changed = False
+        self.unqualify: set[tuple[str, str]] = set()
 
     def policy_of(self, relation: dict[str, Any]) -> TablePolicy | None:
         name = ".".join(p for p in (relation.get("schemaname"), relation["relname"]) if p).lower()
@@ -230,6 +231,10 @@ class Rewriter:
         self.changed = True
         (raw,) = pg.parse(_derived_select(tp, relation, None))
         alias = relation.get("alias") or {"@": "Alias", "aliasname": relation["relname"]}
+        if not relation.get("alias") and relation.get("schemaname"):
+            # `schema.table.column` no longer names anything once the table is a
+            # derived table called `table`: such references lose their schema.
+            self.unqualify.add((str(relation["schemaname"]), str(relation["relname"])))
         return {"@": "RangeSubselect", "lateral": False, "subquery": raw["stmt"], "alias": alias}
 
     def _write(self, stmt: dict[str, Any]) -> dict[str, Any]:
@@ -324,6 +329,18 @@ def _mask_refs(node: Any, tp: TablePolicy) -> Any:
     return node
 
 
+def _unqualify(node: Any, names: set[tuple[str, str]]) -> Any:
+    """Column references `schema.table.x` to a table now derived: `table.x`."""
+    if isinstance(node, dict):
+        fields = node.get("fields") if node.get("@") == "ColumnRef" else None
+        if fields and len(fields) >= 3 and (fields[0].get("sval"), fields[1].get("sval")) in names:
+            return {**node, "fields": tuple(fields[1:])}
+        return {k: _unqualify(v, names) for k, v in node.items()}
+    if isinstance(node, tuple | list):
+        return tuple(_unqualify(v, names) for v in node)
+    return node
+
+
 def rewrite(graphs: list[AIRGraph], policy: Policy, who: Who, catalog: Catalog,
             names: set[str]) -> str:  # fmt: skip
     """The statements of one string with the masks and filters of the rules `names` (those
@@ -339,5 +356,7 @@ def rewrite(graphs: list[AIRGraph], policy: Policy, who: Who, catalog: Catalog,
         (raw,) = pg.parse(graph.source)
         rewriter = Rewriter(tables)
         tree = rewriter.walk(raw["stmt"])
+        if rewriter.unqualify:
+            tree = _unqualify(tree, rewriter.unqualify)
         texts.append(pg.deparse(tree) if rewriter.changed else graph.source)
     return ";\n".join(texts)

@@ -145,6 +145,7 @@ SQL = "SELECT email FROM customers WHERE id = 1"
 MASKED_FORMS = [
     "SELECT email FROM customers WHERE id = 1",
     "SELECT c.email AS e FROM customers c",
+    "SELECT public.customers.email FROM public.customers",
     "SELECT * FROM customers",
     "SELECT c.* FROM customers c",
     "SELECT c FROM customers c",
