@@ -197,7 +197,12 @@ class LocalCluster:
 
     def stop(self, mode: str = "fast") -> None:
         if (self.datadir / "postmaster.pid").exists():
-            self._run("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "stop", check=False)
+            done = self._run("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "-t", "20",
+                             "stop", check=False)  # fmt: skip
+            if done.returncode != 0 and mode != "immediate":
+                # A server busy with crash recovery can outlast a fast shutdown.
+                self._run("pg_ctl", "-D", str(self.datadir), "-m", "immediate", "-w", "stop",
+                          check=False)  # fmt: skip
 
     def restart(self) -> None:
         self.stop()
