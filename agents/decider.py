@@ -25,7 +25,6 @@ from sqlx.agents.explain import Explanation, ExplanationLog, new_id
 from sqlx.air.api import summary_of
 from sqlx.air.cache import LoweringCache
 from sqlx.air.errors import EmissionError, LoweringError
-from sqlx.air.pg import fingerprint as pg_fingerprint
 from sqlx.air.pg import fingerprint_of
 from sqlx.config.policy import Policy
 from sqlx.proxy.decision import (
@@ -42,10 +41,6 @@ from sqlx.proxy.decision import (
 # Statements after which the catalog is read again. A word match is enough: a
 # false positive costs one extra read, in the background.
 _DDL = re.compile(r"\b(create|alter|drop|comment|grant|revoke)\b", re.IGNORECASE)
-# A sqlcommenter traceparent: version-trace_id-span_id-flags.
-_TRACEPARENT = re.compile(
-    r"traceparent\s*=\s*'[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}'"
-)
 _DDL_KINDS = frozenset(("CREATE", "ALTER", "DROP", "COMMENT", "GRANT", "REVOKE"))
 # An allow the session tracks, so that `observe` hears how the statement ended.
 _ALLOW_OBSERVED = Decision(Verdict.ALLOW, reason="schema change: the catalog is read again")
@@ -221,12 +216,7 @@ class PolicyDecider:
                 reason=f"the catalog of database {who.database!r} could not be read")])  # fmt: skip
         else:
             outcome = pol.evaluate(graphs, who, policy, catalog)
-        fp = None
-        if outcome.action != "allow" and graphs:
-            try:
-                fp = pg_fingerprint(graphs[0].source)
-            except Exception:
-                fp = None
+        fp = fingerprint_of(graphs[0].source) if outcome.action != "allow" and graphs else None
         air_id = graphs[0].root if graphs else None
         rewritten = refused = None
         if outcome.action in ("mask", "filter"):

@@ -15,13 +15,14 @@ get a filter's predicate in their WHERE.
 
 Refused instead (the caller denies): a masked column in WHERE, JOIN, GROUP
 BY, ORDER BY or a window (its values could be inferred) unless the rule says
-`on_inference: allow`; a masked column an UPDATE copies; a masked table in a
-position this module does not rewrite (TABLESAMPLE, a whole-row RETURNING);
-a masked table whose columns the catalog does not list.
+`on_inference: allow`; a masked column an UPDATE, MERGE or ON CONFLICT copies;
+a masked table in a position this module does not rewrite (TABLESAMPLE, a
+whole-row RETURNING); a masked table whose columns the catalog does not list.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,16 +148,25 @@ def _expr(sql: str, column: dict[str, Any] | None = None) -> dict[str, Any]:
     return _replace_placeholder(expr, column) if column is not None else expr
 
 
-def _replace_placeholder(node: Any, column: dict[str, Any]) -> Any:
+def _map(node: Any, visit: Callable[[dict[str, Any]], Any]) -> Any:
+    """`node` with each dict replaced by what `visit` returns for it (None: keep it and
+    look inside)."""
     if isinstance(node, dict):
-        if node.get("@") == "ColumnRef" and [f.get("sval") for f in node["fields"]] == [
-            _PLACEHOLDER
-        ]:
-            return column
-        return {k: _replace_placeholder(v, column) for k, v in node.items()}
+        found = visit(node)
+        if found is not None:
+            return found
+        return {k: _map(v, visit) for k, v in node.items()}
     if isinstance(node, tuple | list):
-        return tuple(_replace_placeholder(v, column) for v in node)
+        return tuple(_map(v, visit) for v in node)
     return node
+
+
+def _replace_placeholder(node: Any, column: dict[str, Any]) -> Any:
+    def visit(d: dict[str, Any]) -> Any:
+        is_ref = d.get("@") == "ColumnRef"
+        return column if is_ref and [f.get("sval") for f in d["fields"]] == [_PLACEHOLDER] else None
+
+    return _map(node, visit)
 
 
 def _derived_select(tp: TablePolicy, relation: dict[str, Any], only: list[str] | None) -> str:
@@ -250,9 +260,7 @@ class Rewriter:
             old = out.get("whereClause")
             out["whereClause"] = cond if old is None else {
                 "@": "BoolExpr", "boolop": "AND_EXPR", "args": (old, cond)}  # fmt: skip
-        if tp.masks:
-            if stmt["@"] == "UpdateStmt" and _reads_masked(stmt.get("targetList", ()), tp):
-                raise Refused(f"an UPDATE copies a masked column of {tp.table}")
+        if tp.masks:  # a copy of a masked column into the table is refused by check_inference
             returning = out.get("returningClause") or {}
             if returning.get("exprs"):
                 self.changed = True
@@ -266,17 +274,16 @@ class Rewriter:
             val = target.get("val", {})
             star = val.get("@") == "ColumnRef" and val["fields"][-1].get("@") == "A_Star"
             if star:
-                for column in tp.columns:
-                    out.append(self._masked_target(column, tp, None))
+                out.extend(self._masked_target(column, tp) for column in tp.columns)
                 continue
             out.append(_mask_refs(target, tp))
         return tuple(out)
 
-    def _masked_target(self, column: str, tp: TablePolicy, name: str | None) -> dict[str, Any]:
+    def _masked_target(self, column: str, tp: TablePolicy) -> dict[str, Any]:
         ref = {"@": "ColumnRef", "fields": ({"@": "String", "sval": column},)}
         rule = tp.masks.get(column)
         val = _expr(mask_sql(rule, _PLACEHOLDER), ref) if rule else ref
-        return {"@": "ResTarget", "name": name or column, "val": val}
+        return {"@": "ResTarget", "name": column, "val": val}
 
     def _copy(self, stmt: dict[str, Any]) -> dict[str, Any]:
         relation = stmt["relation"]
@@ -291,54 +298,43 @@ class Rewriter:
         return out
 
 
-def _reads_masked(node: Any, tp: TablePolicy) -> bool:
-    if isinstance(node, dict):
-        if node.get("@") == "ColumnRef":
-            names = [f.get("sval") for f in node.get("fields", ()) if f.get("@") == "String"]
-            if names and names[-1] and names[-1].lower() in tp.masks:
-                return True
-        return any(_reads_masked(v, tp) for k, v in node.items() if k != "name")
-    if isinstance(node, tuple | list):
-        return any(_reads_masked(v, tp) for v in node)
-    return False
-
-
 def _mask_refs(node: Any, tp: TablePolicy) -> Any:
     """A RETURNING item with each masked column of the target replaced by its mask."""
-    if isinstance(node, dict):
-        if node.get("@") == "ResTarget":
-            val = node.get("val", {})
-            name = node.get("name")
+
+    def visit(d: dict[str, Any]) -> Any:
+        cls = d.get("@")
+        if cls == "ResTarget":
+            val = d.get("val", {})
+            name = d.get("name")
             if name is None and val.get("@") == "ColumnRef":
                 name = val["fields"][-1].get("sval")
-            return {**node, "val": _mask_refs(val, tp), **({"name": name} if name else {})}
-        if node.get("@") == "A_Indirection":
+            return {**d, "val": _mask_refs(val, tp), **({"name": name} if name else {})}
+        if cls == "A_Indirection":
             raise Refused(f"a field of a row of {tp.table} in RETURNING")
-        if node.get("@") == "ColumnRef":
-            names = [f.get("sval") for f in node.get("fields", ()) if f.get("@") == "String"]
-            column = (names[-1] or "").lower() if names else ""
-            if column in tp.masks:
-                return _expr(mask_sql(tp.masks[column], _PLACEHOLDER), node)
-            if len(names) == 1 and column not in tp.columns:
-                # Not a column: the table's (or its alias's) whole row.
-                raise Refused(f"a whole-row reference to {tp.table} in RETURNING")
-            return node
-        return {k: _mask_refs(v, tp) for k, v in node.items()}
-    if isinstance(node, tuple | list):
-        return tuple(_mask_refs(v, tp) for v in node)
-    return node
+        if cls != "ColumnRef":
+            return None
+        names = [f.get("sval") for f in d.get("fields", ()) if f.get("@") == "String"]
+        column = (names[-1] or "").lower() if names else ""
+        if column in tp.masks:
+            return _expr(mask_sql(tp.masks[column], _PLACEHOLDER), d)
+        if len(names) == 1 and column not in tp.columns:
+            # Not a column: the table's (or its alias's) whole row.
+            raise Refused(f"a whole-row reference to {tp.table} in RETURNING")
+        return d
+
+    return _map(node, visit)
 
 
 def _unqualify(node: Any, names: set[tuple[str, str]]) -> Any:
     """Column references `schema.table.x` to a table now derived: `table.x`."""
-    if isinstance(node, dict):
-        fields = node.get("fields") if node.get("@") == "ColumnRef" else None
+
+    def visit(d: dict[str, Any]) -> Any:
+        fields = d.get("fields") if d.get("@") == "ColumnRef" else None
         if fields and len(fields) >= 3 and (fields[0].get("sval"), fields[1].get("sval")) in names:
-            return {**node, "fields": tuple(fields[1:])}
-        return {k: _unqualify(v, names) for k, v in node.items()}
-    if isinstance(node, tuple | list):
-        return tuple(_unqualify(v, names) for v in node)
-    return node
+            return {**d, "fields": tuple(fields[1:])}
+        return None
+
+    return _map(node, visit)
 
 
 def rewrite(graphs: list[AIRGraph], policy: Policy, who: Who, catalog: Catalog,

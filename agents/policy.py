@@ -33,7 +33,6 @@ from sqlx.agents.policy_tags import (
     TagMap,
     column_tags,
     effective_tags,
-    tag_map,
     touched_columns,
 )
 from sqlx.air.model import AIRGraph, AIRNode
@@ -112,9 +111,8 @@ def masked(policy: Policy, who: Who) -> bool:
     return any(r.action == "mask" for _, r in session_rules(policy, who))
 
 
-def _masked_tables(policy: Policy, catalog: Catalog,
-                   rules: tuple[tuple[int, Rule], ...]) -> set[str]:  # fmt: skip
-    tags = tag_map(policy, catalog, rules)
+def _masked_tables(catalog: Catalog, rules: tuple[tuple[int, Rule], ...],
+                   tags: TagMap) -> set[str]:  # fmt: skip
     return {t for t, cols in catalog.columns.items() for i, r in rules
             if r.action == "mask" and touched_columns(r, i, t, cols, tags)}  # fmt: skip
 
@@ -222,7 +220,10 @@ def evaluate(
         return ALLOWED
     findings: list[Finding] = []
     guard = guarded(policy, who)
+    blind = masked(policy, who) and policy.fail_closed
+    columns = {k: list(v) for k, v in catalog.columns.items()}
     for graph in graphs:
+        tags = effective_tags([graph], policy, catalog, rules)
         if guard and policy.fail_closed and graph.kind == "OPAQUE":
             findings.append(_fail_closed(f"{graph.root_node.attr('statement')} is not modelled"))
             continue
@@ -231,8 +232,8 @@ def evaluate(
             if why:
                 findings.append(Finding("identity", "deny", reason=why))
                 continue
-        if masked(policy, who) and policy.fail_closed:
-            why = blind_spots(graph, catalog, policy, _masked_tables(policy, catalog, rules))
+        if blind:
+            why = blind_spots(graph, catalog, policy, _masked_tables(catalog, rules, tags))
             if why:
                 findings.append(Finding("opaque-read", "deny", reason=why))
                 continue
@@ -244,10 +245,9 @@ def evaluate(
                     "a * or whole-row read could return it unmasked; the catalog is being "
                     "read again")))  # fmt: skip
                 continue
-        tags = effective_tags([graph], policy, catalog, rules)
-        tagged_graph = apply_tags(graph, tags, {k: list(v) for k, v in catalog.columns.items()})
+        tagged_graph = apply_tags(graph, tags, columns)
         tagged = [n for n in tagged_graph.walk() if n.tags]
-        tagged += _implicit_reads(tagged_graph, policy, catalog, rules)
+        tagged += _implicit_reads(tagged_graph, catalog, tags)
         unresolved = any(UNRESOLVED in n.tag_map for n in tagged)
         for index, rule in rules:
             found = _match(rule, index, tagged_graph, tagged)
@@ -258,9 +258,7 @@ def evaluate(
     return combine(findings)
 
 
-def _implicit_reads(
-    graph: AIRGraph, policy: Policy, catalog: Catalog, rules: tuple[tuple[int, Rule], ...]
-) -> list[AIRNode]:
+def _implicit_reads(graph: AIRGraph, catalog: Catalog, tags: TagMap) -> list[AIRNode]:
     """`COPY table TO ...` reads every column (or the listed ones) without naming them."""
     root = graph.root_node
     if root.kind != "COPY" or root.attr("is_from"):
@@ -275,15 +273,11 @@ def _implicit_reads(
     )
     out = []
     for col in columns:
-        tags: dict[str, str] = {}
-        for key, value in effective_tags([graph], policy, catalog, rules).items():
-            key_table, _, key_col = key.lower().rpartition(".")
-            if same_table(key.lower(), name) or (key_col == col and same_table(key_table, name)):
-                tags.update(value)
-        if tags:
+        found = column_tags(tags, name, col)
+        if found:
             ref = f"{name}.{col}"
             out.append(AIRNode(f"copy:{ref}", "identifier", "COLUMN", value=ref,
-                               tags=tuple(sorted(tags.items()))))  # fmt: skip
+                               tags=tuple(sorted(found.items()))))  # fmt: skip
     return out
 
 

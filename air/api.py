@@ -119,9 +119,10 @@ def summary_of(graphs: list[AIRGraph]) -> str:
 
 
 def clear_memos() -> None:
-    """Forget every memo lowering keeps (ids, round-trip verdicts, leaf nodes), as in a
+    """Forget every memo lowering keeps (ids, fingerprints, round-trip verdicts, leaves), as in a
     process that has lowered nothing yet. Results never depend on them; timings do."""
     pg._VERIFIED.clear()
+    pg._FINGERPRINTS.clear()
     build._IDS.clear()
     model._CONTENT_REPR.clear()
     pg_lower.clear_leaves()

@@ -58,10 +58,7 @@ _VERIFIED_MAX = 50_000
 
 
 def _round_trips(graph: AIRGraph, raw: dict[str, Any], source: str) -> bool:
-    try:
-        shape = fingerprint(source)
-    except Exception:  # fingerprinting failed: verify this statement alone
-        shape = None
+    shape = fingerprint_of(source)  # None: verify this statement alone
     known = _VERIFIED.get(shape) if shape else None
     if known is not None:
         return known

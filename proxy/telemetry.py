@@ -209,7 +209,7 @@ class Telemetry:
             explained = decision.trace_id is not None  # its explanation names this trace
             if explained or (parent[2] if parent else random.random() < self.ratio):
                 try:
-                    self._span(outcome, end_ns, fp)
+                    self._span(outcome, end_ns, fp, parent)
                 except Exception:  # one bad span must not stop telemetry
                     continue
 
@@ -217,7 +217,8 @@ class Telemetry:
         self._drain()
         self.provider.shutdown()
 
-    def _span(self, outcome: Outcome, end_ns: int, fp: str | None = None) -> None:
+    def _span(self, outcome: Outcome, end_ns: int, fp: str | None = None,
+              parent: tuple[str, str, bool] | None = None) -> None:  # fmt: skip
         statement = outcome.statements[0]
         attributes: dict[str, Any] = {
             "db.system.name": "postgresql",
@@ -258,7 +259,6 @@ class Telemetry:
                 events.append(("air.plan", {"status": "ok", "cost": cost}))
             except Exception as exc:  # the span reports it
                 events.append(("air.plan", {"status": "error", "error": str(exc)}))
-        parent = traceparent_of(statement.sql)
         context = _PROPAGATOR.extract({"traceparent": parent[0]}) if parent else None
         if context is None and outcome.decision.trace_id:
             sampled = trace.TraceFlags(trace.TraceFlags.SAMPLED)

@@ -659,8 +659,9 @@ class PgSession:
 
     def _server_error(self, message: bytes) -> bytes | None:
         """Swap the server's error for a denial's; note errors for outcomes."""
+        fields = codec.read_error_fields(message)
         if self._denials:
-            text = codec.read_error_fields(message).get("M", "")
+            text = fields.get("M", "")
             for token in self._denials:
                 if token in text:
                     decision = self._denials.pop(token)
@@ -668,12 +669,10 @@ class PgSession:
                     return codec.encode_error(decision.sqlstate, reason)
         flight = self._inflight[0] if self._inflight else None
         if flight is not None and flight.error is None and flight.rfq_index == self._rfq_seen + 1:
-            flight.error = codec.read_error_fields(message).get("C", "XX000")
-        if self.scrub_details:
-            fields = codec.read_error_fields(message)
-            if "D" in fields:
-                fields["D"] = "(hidden by sqlx-os: a detail may show row values)"
-                return codec.encode_error_fields(fields)
+            flight.error = fields.get("C", "XX000")
+        if self.scrub_details and "D" in fields:
+            fields["D"] = "(hidden by sqlx-os: a detail may show row values)"
+            return codec.encode_error_fields(fields)
         return None
 
     def _observe(self, flight: _InFlight) -> None:
