@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Who:
-    """What a policy may know about a session (fixed at authentication)."""
+class Who(NamedTuple):
+    """What a policy may know about a session (fixed at authentication). A named
+    tuple: it is part of every decision-cache key, and hashes in C."""
 
     user: str
     database: str

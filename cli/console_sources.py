@@ -47,9 +47,10 @@ def console_sources(proxy: PgProxy, decider: PolicyDecider, telemetry: Telemetry
         if telemetry is None:
             return []
         rows = []
-        for fp, (text, calls, total, errors, top) in telemetry.fingerprints.top():
-            rows.append((fp, text, calls, round(total, 3), round(total / calls, 3),
-                         round(top, 3), errors))  # fmt: skip
+        for shape in telemetry.fingerprints.top():
+            rows.append((shape.fingerprint, shape.text[:200], shape.calls,
+                         round(shape.total_ms, 3), round(shape.total_ms / shape.calls, 3),
+                         round(shape.max_ms, 3), shape.errors))  # fmt: skip
         return rows
 
     def explanations() -> list[tuple[object, ...]]:

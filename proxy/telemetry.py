@@ -27,7 +27,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pglast
 from opentelemetry import trace
@@ -115,31 +115,88 @@ class LatencyTable:
         yield total
 
 
-class FingerprintStats:
-    """Calls, time and errors per query shape (pglast fingerprint), for SHOW FINGERPRINTS.
+class Shape:
+    """One query shape (pglast fingerprint): its first text with literals replaced, its
+    statement kind, counters for SHOW FINGERPRINTS, and what its spans say of its AIR
+    (lowered once, from the placeholder text, on the first sampled span)."""
 
-    Each shape keeps its first text with literals replaced."""
+    __slots__ = ("air", "calls", "errors", "fingerprint", "kind", "max_ms", "text", "total_ms")
+
+    def __init__(self, fingerprint: str, sql: str) -> None:
+        self.fingerprint = fingerprint
+        self.text = query_text(sql)
+        self.kind = statement_kind(sql)
+        self.calls = 0
+        self.total_ms = 0.0
+        self.errors = 0
+        self.max_ms = 0.0
+        self.air: _ShapeAir | None = None
+
+
+class FingerprintStats:
+    """Calls, time and errors per query shape, for SHOW FINGERPRINTS and the span."""
 
     def __init__(self, max_shapes: int = 10_000) -> None:
         self.max_shapes = max_shapes
-        self.shapes: dict[str, list[Any]] = {}  # fp -> [text, calls, total_ms, errors, max_ms]
+        self.shapes: dict[str, Shape] = {}
 
-    def add(self, sql: str, elapsed_ms: float, failed: bool) -> str:
-        """Count one statement; its fingerprint."""
+    def add(self, sql: str, elapsed_ms: float, failed: bool) -> Shape:
+        """Count one statement; its shape (counted only while the table has room)."""
         fp = fingerprint_of(sql) or "unparsable"
-        entry = self.shapes.get(fp)
-        if entry is None:
+        shape = self.shapes.get(fp)
+        if shape is None:
+            shape = Shape(fp, sql)
             if len(self.shapes) >= self.max_shapes:
-                return fp
-            entry = self.shapes[fp] = [query_text(sql)[:200], 0, 0.0, 0, 0.0]
-        entry[1] += 1
-        entry[2] += elapsed_ms
-        entry[3] += failed
-        entry[4] = max(entry[4], elapsed_ms)
-        return fp
+                return shape
+            self.shapes[fp] = shape
+        shape.calls += 1
+        shape.total_ms += elapsed_ms
+        if failed:
+            shape.errors += 1
+        if elapsed_ms > shape.max_ms:
+            shape.max_ms = elapsed_ms
+        return shape
 
-    def top(self, n: int = 50) -> list[tuple[str, list[Any]]]:
-        return sorted(self.shapes.items(), key=lambda kv: -kv[1][2])[:n]
+    def top(self, n: int = 50) -> list[Shape]:
+        return sorted(self.shapes.values(), key=lambda shape: -shape.total_ms)[:n]
+
+
+class _ShapeAir(NamedTuple):
+    """A shape's span name, AIR attributes and AIR events (no literal in any of them)."""
+
+    name: str
+    attributes: dict[str, str]
+    events: list[tuple[str, dict[str, Any]]]
+
+
+def _shape_air(shape: Shape, sql: str, lowering: LoweringCache) -> _ShapeAir:
+    """Lower the shape's placeholder text (its AIR ids then hash no literal value); a
+    placeholder text PostgreSQL cannot parse (`date $1`) is named from the statement
+    itself, without ids."""
+    attributes: dict[str, str] = {"sqlx.fingerprint": shape.fingerprint}
+    try:
+        graphs, literal_free = lowering.lower_all(shape.text), True
+    except LoweringError:
+        try:
+            graphs, literal_free = (lowering.lower_all(sql) if sql else []), False
+        except LoweringError as exc:
+            failed = [("air.parse", {"status": "error", "error": exc.message})]
+            return _ShapeAir(shape.kind, attributes, failed)
+    events: list[tuple[str, dict[str, Any]]] = [("air.parse", {"status": "ok"}),
+                                                ("air.normalize", {"status": "ok"})]  # fmt: skip
+    if not graphs:
+        return _ShapeAir(shape.kind, attributes, events)
+    g = graphs[0]
+    name = summary_of(graphs)
+    attributes["db.query.summary"] = name
+    if literal_free:
+        attributes["sqlx.air.id"] = g.root
+        attributes["sqlx.air.hash"] = f"{g.hash64:016x}"
+    try:
+        events.append(("air.plan", {"status": "ok", "cost": plan(g).cost}))
+    except Exception as exc:  # the span reports it
+        events.append(("air.plan", {"status": "error", "error": str(exc)}))
+    return _ShapeAir(name, attributes, events)
 
 
 class Telemetry:
@@ -169,7 +226,6 @@ class Telemetry:
         self.tracer = self.provider.get_tracer("sqlx.proxy")
         self._lowering = lowering or LoweringCache(10_000)
         self._pending: list[tuple[Outcome, int]] = []
-        self._plan_costs: dict[str, float] = {}
 
     def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
         """A value read when /metrics is scraped (client connections, cache hits ...)."""
@@ -195,21 +251,23 @@ class Telemetry:
         """Shape statistics and sampled spans, on the event loop once it has sent what it
         had to send. A thread would do no better: it would hold the GIL against the loop."""
         pending, self._pending = self._pending, []
+        add_shape, add_latency, ratio = self.fingerprints.add, self.latency.add, self.ratio
         for outcome, end_ns in pending:
             sql = outcome.statements[0].sql
             decision = outcome.decision
-            self.latency.add(statement_kind(sql), decision.verdict.value, outcome.elapsed_s * 1000)
+            ms = outcome.elapsed_s * 1000
+            error = outcome.error_sqlstate
+            shape = add_shape(sql, ms, error is not None) if sql else None
+            add_latency(shape.kind if shape else "FUNCTION_CALL", decision.verdict.value, ms)
             if decision.verdict is Verdict.DENY:
                 self.denials.labels(decision.rule or "unknown").inc()
-            elif outcome.error_sqlstate:
-                self.errors.labels(outcome.error_sqlstate[:2]).inc()
-            failed = outcome.error_sqlstate is not None
-            fp = self.fingerprints.add(sql, outcome.elapsed_s * 1000, failed) if sql else None
+            elif error:
+                self.errors.labels(error[:2]).inc()
             parent = traceparent_of(sql)
             explained = decision.trace_id is not None  # its explanation names this trace
-            if explained or (parent[2] if parent else random.random() < self.ratio):
+            if explained or (parent[2] if parent else random.random() < ratio):
                 try:
-                    self._span(outcome, end_ns, fp, parent)
+                    self._span(outcome, end_ns, shape, parent)
                 except Exception:  # one bad span must not stop telemetry
                     continue
 
@@ -217,7 +275,7 @@ class Telemetry:
         self._drain()
         self.provider.shutdown()
 
-    def _span(self, outcome: Outcome, end_ns: int, fp: str | None = None,
+    def _span(self, outcome: Outcome, end_ns: int, shape: Shape | None = None,
               parent: tuple[str, str, bool] | None = None) -> None:  # fmt: skip
         statement = outcome.statements[0]
         attributes: dict[str, Any] = {
@@ -233,32 +291,12 @@ class Telemetry:
             attributes["db.response.returned_rows"] = outcome.rows
         if outcome.error_sqlstate:
             attributes["db.response.status_code"] = outcome.error_sqlstate
-        events: list[tuple[str, dict[str, Any]]] = []
-        name = statement_kind(statement.sql)
-        try:
-            graphs = self._lowering.lower_all(statement.sql) if statement.sql else []
-            events += [("air.parse", {"status": "ok"}), ("air.normalize", {"status": "ok"})]
-        except LoweringError as exc:
-            graphs = []
-            events.append(("air.parse", {"status": "error", "error": exc.message}))
-        if graphs:
-            g = graphs[0]
-            name = summary_of(graphs)
-            attributes["db.query.summary"] = name
-            attributes["sqlx.air.id"] = g.root
-            attributes["sqlx.air.hash"] = f"{g.hash64:016x}"
-            if fp:
-                attributes["sqlx.fingerprint"] = fp
-            try:
-                # A plan's cost depends on the shape only: computed once per fingerprint.
-                cost = self._plan_costs.get(fp) if fp else None
-                if cost is None:
-                    cost = plan(g).cost
-                    if fp and len(self._plan_costs) < 10_000:
-                        self._plan_costs[fp] = cost
-                events.append(("air.plan", {"status": "ok", "cost": cost}))
-            except Exception as exc:  # the span reports it
-                events.append(("air.plan", {"status": "error", "error": str(exc)}))
+        name, events = "FUNCTION_CALL", []
+        if shape is not None:
+            if shape.air is None:
+                shape.air = _shape_air(shape, statement.sql, self._lowering)
+            name, events = shape.air.name, shape.air.events
+            attributes.update(shape.air.attributes)
         context = _PROPAGATOR.extract({"traceparent": parent[0]}) if parent else None
         if context is None and outcome.decision.trace_id:
             sampled = trace.TraceFlags(trace.TraceFlags.SAMPLED)
