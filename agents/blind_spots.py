@@ -49,7 +49,7 @@ def blind_spots(graph: AIRGraph, catalog: Catalog, policy: Policy,
         if node.attr("@pg") in ("CommentStmt", "SecLabelStmt"):
             return "comments and labels may carry the tags policy reads"
         if node.kind == "TABLE" and node.value:
-            name = str(node.value).lower()
+            name = catalog.resolve(str(node.value).lower())
             if name.rpartition(".")[2] in _STATS_RELATIONS:
                 return f"{node.value} exposes column statistics"
             if graph.root_node.type == "statement" and graph.kind in _DDL_KINDS and any(
@@ -125,7 +125,8 @@ def stale_expansion(graph: AIRGraph, policy: Policy, catalog: Catalog,
             missing.append((table, column))
     if not missing:
         return None
-    tables = {str(n.value).lower(): n for n in graph.walk() if n.kind == "TABLE" and n.value}
+    tables = {catalog.resolve(str(n.value).lower()): n for n in graph.walk()
+              if n.kind == "TABLE" and n.value}  # fmt: skip
     names = set(tables) | {n.alias.lower() for n in tables.values() if n.alias}
     implicit = any(n.kind == "STAR" or (n.kind == "COLUMN" and str(n.value).lower() in names)
                    for n in graph.walk()) or (graph.kind == "COPY"

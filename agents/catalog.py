@@ -1,5 +1,6 @@
 """The upstream catalog as policy needs it: tables, their columns, view definitions,
-inheritance and partition trees, built-in functions, and tags written in column or
+inheritance and partition trees, built-in functions, the search_path settings of
+roles and databases (to resolve unqualified names), and tags written in column or
 table comments.
 
 Read over the proxy's own connection (the upstream DSN's user), once per
@@ -22,6 +23,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from sqlx.agents.facts import DEFAULT_PATH
 from sqlx.agents.policy import Catalog
 
 log = structlog.get_logger("sqlx.catalog")
@@ -59,6 +61,22 @@ SELECT n.nspname, c.relname, pg_get_viewdef(c.oid)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 """
+# search_path set per role and/or database (ALTER ROLE/DATABASE ... SET), for this database.
+_PATH_SETTINGS = """
+SELECT COALESCE(r.rolname, ''), s.setdatabase <> 0, substr(opt, length('search_path=') + 1)
+FROM pg_db_role_setting s
+LEFT JOIN pg_roles r ON r.oid = s.setrole
+CROSS JOIN LATERAL unnest(s.setconfig) AS opt
+WHERE s.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))
+  AND opt LIKE 'search\\_path=%'
+"""
+# The server's own default: the proxy's session value, unless it came from a role or
+# database setting (those are read above), then the built-in one.
+_SERVER_PATH = """
+SELECT CASE WHEN source IN ('user', 'database', 'database user', 'client', 'session')
+            THEN boot_val ELSE reset_val END
+FROM pg_settings WHERE name = 'search_path'
+"""
 
 
 def parse_comment_tags(comment: str | None, prefix: str) -> dict[str, str]:
@@ -81,6 +99,11 @@ async def read_catalog(connect: Mapping[str, Any], database: str, prefix: str, v
         server_settings={"application_name": "sqlx-os catalog"},
     )  # fmt: skip
     try:
+        path_settings = await conn.fetch(_PATH_SETTINGS)
+        server_path = await conn.fetchval(_SERVER_PATH)
+        # With only pg_catalog on the path, view definitions name every other table
+        # with its schema: they resolve the same whatever a session's path is.
+        await conn.execute("SET search_path = pg_catalog")
         rows = await conn.fetch(_COLUMNS)
         tables = await conn.fetch(_TABLE_COMMENTS)
         builtins = await conn.fetch(_BUILTINS)
@@ -110,6 +133,8 @@ async def read_catalog(connect: Mapping[str, Any], database: str, prefix: str, v
         families=_families(inherits),
         user_functions=frozenset(r[0] for r in user_functions),
         user_operators=frozenset(r[0] for r in user_operators),
+        path_settings={(role, in_db): value for role, in_db, value in path_settings},
+        server_path=server_path or DEFAULT_PATH,
         version=version,
     )
 

@@ -18,7 +18,7 @@ import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from sqlx.agents import mask
+from sqlx.agents import mask, search_path
 from sqlx.agents import policy as pol
 from sqlx.agents.catalog import CatalogStore
 from sqlx.agents.explain import Explanation, ExplanationLog, new_id
@@ -41,9 +41,13 @@ from sqlx.proxy.decision import (
 # Statements after which the catalog is read again. A word match is enough: a
 # false positive costs one extra read, in the background.
 _DDL = re.compile(r"\b(create|alter|drop|comment|grant|revoke)\b", re.IGNORECASE)
+# Words of a statement that may change the search path (checked for sessions no rule
+# applies to, which are not evaluated).
+_PATH_WORDS = re.compile(r"search_path|set_config|\breset\b|\bdiscard\b", re.IGNORECASE)
 _DDL_KINDS = frozenset(("CREATE", "ALTER", "DROP", "COMMENT", "GRANT", "REVOKE"))
 # An allow the session tracks, so that `observe` hears how the statement ended.
 _ALLOW_OBSERVED = Decision(Verdict.ALLOW, reason="schema change: the catalog is read again")
+_ALLOW_PATH = Decision(Verdict.ALLOW, reason="search_path change: followed to its outcome")
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class _Evaluated:
     refused: str | None = None  # why masks or filters could not be applied
     shape_safe: bool = False  # the verdict holds for any literals in the same shape
     ddl: bool = False  # the catalog is read again after it succeeds
+    path_change: search_path.Change = None  # what it does to the session's search path
 
 
 class PolicyDecider:
@@ -82,14 +87,22 @@ class PolicyDecider:
             return ALLOW
         who, guarded = self._who_of(statement.facts)
         if not guarded:
+            if _PATH_WORDS.search(statement.sql):
+                # Not evaluated, so not followed: should a reload make a rule apply to
+                # this session, its path is then unknown rather than wrongly assumed.
+                statement.facts.state["search_path"] = None
             return _ALLOW_OBSERVED if _DDL.search(statement.sql) else ALLOW
         evaluated = self._evaluate(statement, who, policy)
         decision = self._decision(evaluated, who, statement.sql)
+        if evaluated.path_change is not None:
+            search_path.deciding(statement, evaluated.path_change)
+            return _ALLOW_PATH if decision is ALLOW else decision
         if decision is ALLOW and evaluated.ddl:
             return _ALLOW_OBSERVED
         return decision
 
     def observe(self, outcome: Outcome) -> None:
+        search_path.settle(outcome)
         if self.catalogs is None:
             return
         if outcome.error_sqlstate is not None:
@@ -112,6 +125,7 @@ class PolicyDecider:
     async def prepare(self, facts: SessionFacts) -> str | None:
         """Before a session is connected: read its database's catalog; refuse a guarded
         session whose startup packet would give it another identity."""
+        search_path.start(facts)
         policy = self.policy
         if policy.empty:
             return None
@@ -165,12 +179,10 @@ class PolicyDecider:
     def _catalog(self, database: str) -> pol.Catalog:
         return self.catalogs.get(database) if self.catalogs is not None else pol.Catalog()
 
-    def _key(self, statement: Statement, who: pol.Who) -> tuple[object, ...]:
-        catalog = self._catalog(who.database)
-        return (statement.sql, statement.function_oid, who, catalog.version)
-
     def _evaluate(self, statement: Statement, who: pol.Who, policy: Policy) -> _Evaluated:
-        key = self._key(statement, who)
+        catalog = self._catalog(who.database)
+        path = search_path.current(statement.facts, catalog)
+        key = (statement.sql, statement.function_oid, who, catalog.version, path)
         found = self._cache.get(key)
         if found is not None:
             self.hits += 1
@@ -185,7 +197,7 @@ class PolicyDecider:
             self.hits += 1  # not remembered by text too: the shape costs a lookup
             return found
         self.misses += 1
-        found = self._evaluate_uncached(statement, who, policy)
+        found = self._evaluate_uncached(statement, who, policy, catalog.with_path(path))
         if any(f.rule == pol.STALE for f in found.outcome.findings):
             if self.catalogs is not None:
                 self.catalogs.refresh(who.database)
@@ -201,7 +213,8 @@ class PolicyDecider:
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
 
-    def _evaluate_uncached(self, statement: Statement, who: pol.Who, policy: Policy) -> _Evaluated:
+    def _evaluate_uncached(self, statement: Statement, who: pol.Who, policy: Policy,
+                           catalog: pol.Catalog) -> _Evaluated:  # fmt: skip
         if statement.path is Path.FUNCTION_CALL:
             summary_ = f"FUNCTION_CALL {statement.function_oid}"
             return _Evaluated(pol.function_call(policy, who), summary_, None, None)
@@ -209,7 +222,9 @@ class PolicyDecider:
             graphs = self._lowering.lower_all(statement.sql)
         except LoweringError as exc:
             return _Evaluated(pol.unparsable(policy, who, exc.message), "UNPARSABLE", None, None)
-        catalog = self._catalog(who.database)
+        path_change = search_path.change_of(graphs)
+        if path_change is not None and len(graphs) > 1:
+            catalog = catalog.with_path(None)  # its later statements run with a new path
         if not catalog.known and pol.guarded(policy, who) and policy.fail_closed:
             outcome = pol.combine([pol.Finding(
                 "fail-closed", "deny",
@@ -234,7 +249,7 @@ class PolicyDecider:
         )  # fmt: skip
         ddl = any(n.type == "statement" and n.kind in _DDL_KINDS for g in graphs for n in g.walk())
         return _Evaluated(outcome, summary_of(graphs), fp, air_id, rewritten, refused, shape_safe,
-                          ddl)  # fmt: skip
+                          ddl, path_change)  # fmt: skip
 
     # --- the answer ----------------------------------------------------------------
 

@@ -113,7 +113,8 @@ def check_inference(graph: AIRGraph, catalog: Catalog, tables: dict[str, TablePo
     if not masked:
         return
     tag_map = {f"{t}.{c}": {"@masked": f"{t}.{c}"} for t, c in masked}
-    tagged = apply_tags(graph, tag_map, {k: list(v) for k, v in catalog.columns.items()})
+    columns = {k: list(v) for k, v in catalog.columns.items()}
+    tagged = apply_tags(graph, tag_map, columns, catalog.resolve)
     # (node, why a masked column under it would leak: "" if it would not)
     stack: list[tuple[str, str]] = [(tagged.root, "")]
     seen: set[tuple[str, str]] = set()
@@ -181,8 +182,9 @@ def _derived_select(tp: TablePolicy, relation: dict[str, Any], only: list[str] |
 
 
 class Rewriter:
-    def __init__(self, tables: dict[str, TablePolicy]) -> None:
+    def __init__(self, tables: dict[str, TablePolicy], catalog: Catalog | None = None) -> None:
         self.tables = tables
+        self.catalog = catalog
         self.scope: list[frozenset[str]] = []  # CTE names visible here, innermost last
         self.changed = False
         self.unqualify: set[tuple[str, str]] = set()
@@ -191,7 +193,17 @@ class Rewriter:
         name = ".".join(p for p in (relation.get("schemaname"), relation["relname"]) if p).lower()
         if not relation.get("schemaname") and any(name in names for names in self.scope):
             return None  # a CTE of that name, visible here
+        if self.catalog is not None:
+            name = self.catalog.resolve(name)
         found = [tp for t, tp in self.tables.items() if same_table(t, name)]
+        if found and "." not in name and self.catalog is not None:
+            # The search path is not known: the table the server reads could be another
+            # schema's, and the rewrite would read the policed one in its place.
+            others = [t for t in self.catalog.columns if same_table(t, name)]
+            if len(others) > 1:
+                raise Refused(f"{name} names tables in several schemas ({', '.join(others)}) "
+                              "and the session's search_path is not known to the proxy; "
+                              "qualify it with its schema")  # fmt: skip
         if len(found) > 1:
             raise Refused(f"{name} could name several policed tables; qualify it with its schema")
         return found[0] if found else None
@@ -350,7 +362,7 @@ def rewrite(graphs: list[AIRGraph], policy: Policy, who: Who, catalog: Catalog,
     for graph in graphs:
         check_inference(graph, catalog, tables)
         (raw,) = pg.parse(graph.source)
-        rewriter = Rewriter(tables)
+        rewriter = Rewriter(tables, catalog)
         tree = rewriter.walk(raw["stmt"])
         if rewriter.unqualify:
             tree = _unqualify(tree, rewriter.unqualify)

@@ -127,7 +127,7 @@ def _reads_policed_table(rule: Rule, index: int, graph: AIRGraph, catalog: Catal
     for node in graph.walk():
         if node.kind != "TABLE" or not node.value:
             continue
-        name = str(node.value).lower()
+        name = catalog.resolve(str(node.value).lower())
         for table, columns in catalog.columns.items():
             if same_table(table, name):
                 touched = touched_columns(rule, index, table, columns, tags)
@@ -245,7 +245,7 @@ def evaluate(
                     "a * or whole-row read could return it unmasked; the catalog is being "
                     "read again")))  # fmt: skip
                 continue
-        tagged_graph = apply_tags(graph, tags, columns)
+        tagged_graph = apply_tags(graph, tags, columns, catalog.resolve)
         tagged = [n for n in tagged_graph.walk() if n.tags]
         tagged += _implicit_reads(tagged_graph, catalog, tags)
         unresolved = any(UNRESOLVED in n.tag_map for n in tagged)
@@ -266,11 +266,9 @@ def _implicit_reads(graph: AIRGraph, catalog: Catalog, tags: TagMap) -> list[AIR
     table = next((n for role, n in graph.children(root) if role == "relation"), None)
     if table is None:
         return []
-    name = str(table.value).lower()
+    name = catalog.resolve(str(table.value).lower())
     listed = [str(n.value).lower() for role, n in graph.children(root) if role == "attlist[]"]
-    columns = listed or next(
-        (list(cols) for t, cols in catalog.columns.items() if same_table(t, name)), []
-    )
+    columns = listed or list(catalog.columns_of(name))
     out = []
     for col in columns:
         found = column_tags(tags, name, col)

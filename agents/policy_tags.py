@@ -60,7 +60,8 @@ def effective_tags(graphs: list[AIRGraph], policy: Policy, catalog: Catalog,
     columns it shows, through views of views."""
     tags = tag_map(policy, catalog, rules)
     if catalog.views:
-        pending = [str(n.value).lower() for g in graphs for n in g.walk() if n.kind == "TABLE"]
+        pending = [catalog.resolve(str(n.value).lower()) for g in graphs for n in g.walk()
+                   if n.kind == "TABLE"]  # fmt: skip
         done: set[str] = set()
         _add_view_tags(pending, done, tags, catalog, depth=0)
     return tags
@@ -81,7 +82,7 @@ def _add_view_tags(names: list[str], done: set[str], tags: TagMap, catalog: Cata
         inner = [str(n.value).lower() for g in graphs for n in g.walk() if n.kind == "TABLE"]
         _add_view_tags(inner, done, tags, catalog, depth + 1)  # views it reads, first
         for graph in graphs:
-            tagged = apply_tags(graph, tags, columns)
+            tagged = apply_tags(graph, tags, columns, catalog.resolve)
             for role, target in tagged.children(tagged.root_node):
                 if role != "targetList[]":
                     continue

@@ -11,7 +11,7 @@ to different tables, so the graph is rebuilt per occurrence.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from sqlx.air.build import GraphBuilder
@@ -33,8 +33,10 @@ class _Scope:
 
 
 class _Tagger:
-    def __init__(self, graph: AIRGraph, tags: TagMap, columns: Mapping[str, list[str]]) -> None:
+    def __init__(self, graph: AIRGraph, tags: TagMap, columns: Mapping[str, list[str]],
+                 resolve: Callable[[str], str] | None = None) -> None:  # fmt: skip
         self.g = graph
+        self.qualify = resolve
         self.columns = {_norm(k): [c.lower() for c in v] for k, v in columns.items()}
         table_names = {_norm(str(n.value)) for n in graph.nodes.values() if n.kind == "TABLE"}
         self.table_tags: dict[str, dict[str, str]] = {}
@@ -66,10 +68,16 @@ class _Tagger:
         return out
 
     def _columns_of(self, table: str) -> list[str]:
+        """A table's columns. An unqualified name that several tables share (its schema
+        unknown) has the columns of all of them: `*` then reads whatever any has."""
+        exact = self.columns.get(table)
+        if exact is not None:
+            return exact
+        out: list[str] = []
         for name, cols in self.columns.items():
             if same_table(table, name):
-                return cols
-        return []
+                out += [c for c in cols if c not in out]
+        return out
 
     def _source_refs(self, scope: _Scope, source: str, column: str) -> set[Ref]:
         if source in scope.derived:
@@ -129,7 +137,7 @@ class _Tagger:
                 if cte is not None:
                     scope.derived[name] = cte
                 else:
-                    scope.tables[name] = real
+                    scope.tables[name] = self.qualify(real) if self.qualify else real
                 scope.order.append(name)
             elif node.kind == "SUBQUERY":
                 alias = _alias_name(self.g, node)
@@ -196,7 +204,10 @@ class _Tagger:
             self.ctes.pop()
         tags: dict[str, str] = {}
         if node.kind == "TABLE" and node.value:
-            tags = self._table_tags(_norm(str(node.value)))
+            name = _norm(str(node.value))
+            if self.qualify and not any(name in c for c in self.ctes):
+                name = self.qualify(name)
+            tags = self._table_tags(name)
         elif node.kind in ("COLUMN", "STAR") and scopes:
             refs = self.resolve(scopes, str(node.value or "*"))
             for ref in sorted(refs):
@@ -280,10 +291,14 @@ def _subtree(graph: AIRGraph, nid: str, stop_at_statements: bool = False) -> lis
 
 
 def apply_tags(
-    graph: AIRGraph, tags: TagMap, columns: Mapping[str, list[str]] | None = None
+    graph: AIRGraph,
+    tags: TagMap,
+    columns: Mapping[str, list[str]] | None = None,
+    resolve: Callable[[str], str] | None = None,
 ) -> AIRGraph:
-    """A copy of `graph` whose TABLE, COLUMN and STAR nodes carry `tags`."""
-    tagger = _Tagger(graph, tags, columns or {})
+    """A copy of `graph` whose TABLE, COLUMN and STAR nodes carry `tags`. `resolve` maps
+    an unqualified table name to the table the session's search path finds."""
+    tagger = _Tagger(graph, tags, columns or {}, resolve)
     root = tagger.rebuild(graph.root, [])
     return tagger.b.build(root, source=graph.source, trace_id=graph.trace_id)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 # A sqlcommenter traceparent comment: /*traceparent='00-<trace>-<span>-<flags>'*/.
@@ -52,6 +52,9 @@ class SessionFacts:
     tls: bool
     # The startup packet's other parameters (`options`, GUCs such as `role`).
     settings: tuple[tuple[str, str], ...] = ()
+    # What a decider keeps of the session between statements (the search path it
+    # resolves names with): lives and dies with the session.
+    state: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
 
 
 class Statement(NamedTuple):
@@ -91,6 +94,7 @@ class Outcome(NamedTuple):
     elapsed_s: float
     error_sqlstate: str | None
     rows: int | None = None  # from CommandComplete, when every statement is observed
+    in_transaction: bool = False  # a transaction block is open after it
 
 
 class Decider(Protocol):

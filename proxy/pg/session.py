@@ -678,7 +678,7 @@ class PgSession:
     def _observe(self, flight: _InFlight) -> None:
         elapsed = time.perf_counter() - flight.started
         self.decider.observe(Outcome(flight.statements, flight.decision, elapsed, flight.error,
-                                     flight.rows))  # fmt: skip
+                                     flight.rows, self.tx_status != TxStatus.IDLE))  # fmt: skip
 
     # --- lifecycle ---------------------------------------------------------------
 

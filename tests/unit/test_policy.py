@@ -115,3 +115,45 @@ def test_a_bad_pack_is_refused_with_the_key_path(tmp_path: Path) -> None:
     bad.write_text("policy:\n  rules:\n    - {name: r, action: filter}\n")
     with pytest.raises(PolicyError, match="needs predicate"):
         load_pack(bad)
+
+
+TWO_SCHEMAS = Catalog(
+    columns={"public.people": ("id", "name"), "crm.people": ("id", "name", "ssn")},
+    builtin_functions=frozenset(("now",)),
+)
+SSN_PACK = """
+policy:
+  tags: {crm.people.ssn: {sensitivity: pii}}
+  rules: [{name: mask-pii, when: {tags: {sensitivity: pii}}, action: mask}]
+"""
+
+
+@pytest.mark.parametrize("sql", ["SELECT * FROM people", "SELECT p FROM people p",
+                                 "COPY people TO STDOUT"])  # fmt: skip
+def test_an_unqualified_name_follows_the_search_path(tmp_path: Path, sql: str) -> None:
+    (tmp_path / "p.yaml").write_text(SSN_PACK)
+    policy = load_pack(tmp_path / "p.yaml")
+
+    def action(path: tuple[str, ...] | None) -> str:
+        return evaluate(air.lower_all(sql), APP, policy, TWO_SCHEMAS.with_path(path)).action
+
+    assert action(("public",)) == "allow"
+    assert action(("crm", "public")) == "mask"
+    # Unknown path: the name stands for both tables, the masked column included.
+    assert action(None) == "mask"
+
+
+def test_search_path_settings_parse_as_the_server_reads_them() -> None:
+    from sqlx.agents.facts import parse_search_path
+    from sqlx.agents.search_path import from_startup
+
+    assert parse_search_path('"$user", public', "ann") == ("ann", "public")
+    assert parse_search_path('crm, "A, b"', "ann") == ("crm", "a, b")
+    assert from_startup((("options", r"-c search_path=crm,public -c x=1"),), "ann") == (
+        "crm", "public")  # fmt: skip
+    assert from_startup((("options", "--search-path=crm"),), "ann") == ("crm",)
+    assert from_startup((("search_path", "crm"),), "ann") == ("crm",)
+    assert from_startup((("options", "-c work_mem=1MB"),), "ann") is None
+    assert TWO_SCHEMAS.with_path(("crm",)).resolve("people") == "crm.people"
+    assert TWO_SCHEMAS.with_path(("other",)).resolve("people") == "people"
+    assert TWO_SCHEMAS.resolve("people") == "people"
