@@ -18,7 +18,7 @@ import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from sqlx.agents import mask, search_path
+from sqlx.agents import mask, search_path, string_escapes
 from sqlx.agents import policy as pol
 from sqlx.agents.catalog import CatalogStore
 from sqlx.agents.explain import Explanation, ExplanationLog, new_id
@@ -47,7 +47,7 @@ _PATH_WORDS = re.compile(r"search_path|set_config|\breset\b|\bdiscard\b", re.IGN
 _DDL_KINDS = frozenset(("CREATE", "ALTER", "DROP", "COMMENT", "GRANT", "REVOKE"))
 # An allow the session tracks, so that `observe` hears how the statement ended.
 _ALLOW_OBSERVED = Decision(Verdict.ALLOW, reason="schema change: the catalog is read again")
-_ALLOW_PATH = Decision(Verdict.ALLOW, reason="search_path change: followed to its outcome")
+_ALLOW_WATCH = Decision(Verdict.ALLOW, reason="session setting change: followed to its outcome")
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,7 @@ class _Evaluated:
     shape_safe: bool = False  # the verdict holds for any literals in the same shape
     ddl: bool = False  # the catalog is read again after it succeeds
     path_change: search_path.Change = None  # what it does to the session's search path
+    escapes_change: bool = False  # it may turn standard_conforming_strings off
 
 
 class PolicyDecider:
@@ -92,17 +93,24 @@ class PolicyDecider:
                 # this session, its path is then unknown rather than wrongly assumed.
                 statement.facts.state["search_path"] = None
             return _ALLOW_OBSERVED if _DDL.search(statement.sql) else ALLOW
+        if string_escapes.misread(statement) and policy.fail_closed:
+            refused = _Evaluated(string_escapes.REFUSED, "UNREADABLE", None, None)
+            return self._decision(refused, who, statement.sql)
         evaluated = self._evaluate(statement, who, policy)
         decision = self._decision(evaluated, who, statement.sql)
-        if evaluated.path_change is not None:
-            search_path.deciding(statement, evaluated.path_change)
-            return _ALLOW_PATH if decision is ALLOW else decision
+        if evaluated.path_change is not None or evaluated.escapes_change:
+            if evaluated.path_change is not None:
+                search_path.deciding(statement, evaluated.path_change)
+            if evaluated.escapes_change:
+                string_escapes.deciding(statement)
+            return _ALLOW_WATCH if decision is ALLOW else decision
         if decision is ALLOW and evaluated.ddl:
             return _ALLOW_OBSERVED
         return decision
 
     def observe(self, outcome: Outcome) -> None:
         search_path.settle(outcome)
+        string_escapes.settle(outcome)
         if self.catalogs is None:
             return
         if outcome.error_sqlstate is not None:
@@ -225,6 +233,12 @@ class PolicyDecider:
         path_change = search_path.change_of(graphs)
         if path_change is not None and len(graphs) > 1:
             catalog = catalog.with_path(None)  # its later statements run with a new path
+        escapes_change = string_escapes.may_change(graphs)
+        if escapes_change and len(graphs) > 1 and "\\" in statement.sql and policy.fail_closed:
+            outcome = pol.combine(
+                [pol.Finding("fail-closed", "deny", reason=string_escapes.REASON)]
+            )
+            return _Evaluated(outcome, summary_of(graphs), None, graphs[0].root)
         if not catalog.known and pol.guarded(policy, who) and policy.fail_closed:
             outcome = pol.combine([pol.Finding(
                 "fail-closed", "deny",
@@ -249,7 +263,7 @@ class PolicyDecider:
         )  # fmt: skip
         ddl = any(n.type == "statement" and n.kind in _DDL_KINDS for g in graphs for n in g.walk())
         return _Evaluated(outcome, summary_of(graphs), fp, air_id, rewritten, refused, shape_safe,
-                          ddl, path_change)  # fmt: skip
+                          ddl, path_change, escapes_change)  # fmt: skip
 
     # --- the answer ----------------------------------------------------------------
 

@@ -67,6 +67,10 @@ class Statement(NamedTuple):
     facts: SessionFacts
     in_transaction: bool
     function_oid: int | None = None
+    # The server reads backslashes in plain string literals as escapes
+    # (standard_conforming_strings is off): its parser and the proxy's may then
+    # disagree on where a string ends.
+    escapes: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,13 +116,14 @@ _SERVER_STARTUP = codec.tag_table((), (), unknown=INSPECT)
 _CLIENT_CONSOLE = codec.tag_table((), codec.FRONTEND_TAGS)
 CONSOLE_DATABASE = "sqlx"
 _SERVER_READY = codec.tag_table(
-    (), (BE.READY_FOR_QUERY, BE.ERROR_RESPONSE, BE.COPY_IN_RESPONSE, BE.COPY_BOTH_RESPONSE),
+    (), (BE.READY_FOR_QUERY, BE.ERROR_RESPONSE, BE.COPY_IN_RESPONSE, BE.COPY_BOTH_RESPONSE,
+         BE.PARAMETER_STATUS),
     unknown=PASS,
 )  # fmt: skip
 # With every statement observed, CommandComplete is read too (its row count).
 _SERVER_READY_OBSERVED = codec.tag_table(
     (), (BE.READY_FOR_QUERY, BE.ERROR_RESPONSE, BE.COPY_IN_RESPONSE, BE.COPY_BOTH_RESPONSE,
-         BE.COMMAND_COMPLETE),
+         BE.COMMAND_COMPLETE, BE.PARAMETER_STATUS),
     unknown=PASS,
 )  # fmt: skip
 # Servers are trusted with PostgreSQL's own 1 GiB message limit, and a margin.
@@ -194,6 +195,7 @@ class PgSession:
         self.upstream_key: tuple[int, int] | None = None
         self.tx_status = TxStatus.IDLE
         self.server_params: dict[str, str] = {}
+        self._escapes = False  # standard_conforming_strings is off, as the server reports
 
         self.out_client: list[bytes] = []
         self.out_server: list[bytes] = []
@@ -467,7 +469,7 @@ class PgSession:
 
     def _statement(self, sql: str, path: Path, oid: int | None = None) -> Statement:
         in_tx = self.tx_status != TxStatus.IDLE
-        return Statement(sql, path, self.facts, in_tx, oid)  # type: ignore[arg-type]
+        return Statement(sql, path, self.facts, in_tx, oid, self._escapes)  # type: ignore[arg-type]
 
     def _simple_query(self, consumed: bytes, cursor: int, start: int, end: int) -> int:
         statement = self._statement(codec.read_query(consumed[start:end]), Path.SIMPLE)
@@ -587,8 +589,7 @@ class PgSession:
                 self.upstream_key = codec.read_backend_key(message)
                 replacement = codec.encode_backend_key(*self.key)
             elif tag == BE.PARAMETER_STATUS:
-                name, value = codec.read_parameter_status(message)
-                self.server_params[name] = value
+                self._parameter_status(message)
             elif tag == BE.ERROR_RESPONSE:
                 # The server explains its refusal itself; the proxy adds no error.
                 self._server_refused = True
@@ -639,6 +640,8 @@ class PgSession:
                     count = codec.read_command_rows(consumed[start:end])
                     if count is not None:
                         flight.rows = (flight.rows or 0) + count
+            elif tag == BE.PARAMETER_STATUS:
+                self._parameter_status(consumed[start:end])
             elif tag == BE.ERROR_RESPONSE:
                 self._copy_in = False
                 replacement = self._server_error(consumed[start:end])
@@ -656,6 +659,12 @@ class PgSession:
                     self._last_sync_point = 0
         if cursor < len(consumed):
             self.out_client.append(consumed[cursor:] if cursor else consumed)
+
+    def _parameter_status(self, message: bytes) -> None:
+        name, value = codec.read_parameter_status(message)
+        self.server_params[name] = value
+        if name == "standard_conforming_strings":
+            self._escapes = value == "off"
 
     def _server_error(self, message: bytes) -> bytes | None:
         """Swap the server's error for a denial's; note errors for outcomes."""

@@ -597,3 +597,37 @@ def test_an_error_detail_cannot_show_a_masked_row(guarded: ProxyProcess) -> None
 
     assert SECRET not in detail(APP)
     assert SECRET in detail(ADMIN)  # unmasked sessions keep details
+
+
+def _no_clear_or_denied(conn: psycopg.Connection, sql: str) -> None:
+    try:
+        rows = conn.execute(sql).fetchall()
+    except psycopg.errors.InsufficientPrivilege as exc:
+        assert "standard_conforming_strings" in str(exc)
+        return
+    assert SECRET not in repr(rows), rows
+
+
+def test_backslashes_cannot_hide_sql_from_the_proxy(guarded: ProxyProcess) -> None:
+    """With standard_conforming_strings off the server reads `\\'` inside a string as a
+    quote: text the proxy's parser takes for a comment would run."""
+    sneaky = r"SELECT 'x\' --', email FROM customers"
+    with psycopg.connect(guarded.dsn(user=APP), autocommit=True) as conn:
+        conn.execute("SET standard_conforming_strings = off")
+        _no_clear_or_denied(conn, sneaky)
+        assert conn.execute("SELECT email FROM customers").fetchall() == [("****",)]
+        # Sent in one string with the SET, and with the setting from the startup packet.
+        conn.execute("SET standard_conforming_strings = on")
+        _no_clear_or_denied(conn, "SET standard_conforming_strings = off; " + sneaky)
+    dsn = guarded.dsn(user=APP)
+    options = "-c standard_conforming_strings=off"
+    with psycopg.connect(dsn, autocommit=True, options=options) as conn:
+        _no_clear_or_denied(conn, sneaky)
+    denied = pytest.raises(psycopg.errors.InsufficientPrivilege)
+    # Pipelined: the second statement is decided before the server has run the first.
+    with psycopg.connect(dsn, autocommit=True) as conn, denied, conn.pipeline():
+        conn.execute("SET standard_conforming_strings = off", prepare=False)
+        conn.execute(sneaky, prepare=False).fetchall()
+    # Backslashes stay usable where the server reads them as the proxy does.
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.execute(r"SELECT 'a\b', E'c\\d'").fetchone() == ("a\\b", "c\\d")

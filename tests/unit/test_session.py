@@ -370,3 +370,18 @@ def test_function_call_is_counted_for_its_ready_for_query() -> None:
     s.receive_server(codec.message(BE.FUNCTION_CALL_RESPONSE, b"\xff\xff\xff\xff")
                      + _ready_for_query())  # fmt: skip
     assert s.idle
+
+
+def test_statements_carry_whether_the_server_reads_backslash_escapes() -> None:
+    rec = Recorder()
+    s = _ready(rec)
+    s.receive_client(codec.encode_query("SELECT 1"))
+    off = codec.message(BE.PARAMETER_STATUS, b"standard_conforming_strings\x00off\x00")
+    s.receive_server(off + codec.encode_ready_for_query(codec.TxStatus.IDLE))
+    assert off in b"".join(s.out_client)  # relayed as it came
+    s.receive_client(codec.encode_query("SELECT 2"))
+    on = codec.message(BE.PARAMETER_STATUS, b"standard_conforming_strings\x00on\x00")
+    s.receive_server(on + codec.encode_ready_for_query(codec.TxStatus.IDLE))
+    s.receive_client(codec.encode_query("SELECT 3"))
+    assert [st.escapes for st in rec.seen] == [False, True, False]
+    assert s.server_params["standard_conforming_strings"] == "on"
