@@ -29,10 +29,14 @@ from sqlx.agents.policy import Catalog
 log = structlog.get_logger("sqlx.catalog")
 
 _COLUMNS = """
-SELECT n.nspname, c.relname, a.attname, col_description(c.oid, a.attnum)
+SELECT n.nspname, c.relname, a.attname, col_description(c.oid, a.attnum),
+       CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod)
+            ELSE format_type(a.atttypid, a.atttypmod) END,
+       t.typcategory = 'S'
 FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_type t ON t.oid = a.atttypid
 WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p') AND a.attnum > 0 AND NOT a.attisdropped
   AND n.nspname NOT IN ('information_schema', 'pg_toast')
 ORDER BY n.nspname, c.relname, a.attnum
@@ -115,9 +119,12 @@ async def read_catalog(connect: Mapping[str, Any], database: str, prefix: str, v
         await conn.close()
     columns: dict[str, list[str]] = {}
     tags: dict[str, dict[str, str]] = {}
-    for schema, table, column, comment in rows:
+    types: dict[str, tuple[str, bool]] = {}
+    for schema, table, column, comment, type_name, is_string in rows:
         name = f"{schema}.{table}".lower()
         columns.setdefault(name, []).append(column.lower())
+        # A domain's base type: a mask value need not pass the domain's checks.
+        types[f"{name}.{column.lower()}"] = (type_name, bool(is_string))
         found = parse_comment_tags(comment, prefix)
         if found:
             tags[f"{name}.{column.lower()}"] = found
@@ -128,6 +135,7 @@ async def read_catalog(connect: Mapping[str, Any], database: str, prefix: str, v
     return Catalog(
         columns={k: tuple(v) for k, v in columns.items()},
         comment_tags=tags,
+        types=types,
         builtin_functions=frozenset(r[0] for r in builtins),
         views={f"{schema}.{name}".lower(): text for schema, name, text in views if text},
         families=_families(inherits),

@@ -28,6 +28,9 @@ class Catalog:
 
     columns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # schema.table -> cols
     comment_tags: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # schema.table.column -> (its type as format_type writes it, whether it is a string
+    # type): masks keep a column's type, so a driver decodes what it expects.
+    types: Mapping[str, tuple[str, bool]] = field(default_factory=dict)
     builtin_functions: frozenset[str] = frozenset()  # names in pg_catalog
     # Names of functions and operators defined outside pg_catalog: one that shares a
     # built-in's name may be what an unqualified call resolves to.

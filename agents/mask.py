@@ -22,8 +22,8 @@ whole-row RETURNING); a masked table whose columns the catalog does not list.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlx.agents.policy import (
@@ -60,22 +60,30 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def mask_sql(rule: Rule, column: str) -> str:
-    """The SQL expression that stands for `column` under `rule`'s mask."""
+def mask_sql(rule: Rule, column: str, type_: tuple[str, bool] | None = None) -> str:
+    """The SQL expression that stands for `column` under `rule`'s mask.
+
+    With the column's type known (`(type, is_string)`), the mask keeps it, so a
+    driver decodes what it expects: a string column gets its masked text cast
+    back to its type; `redact` and `null` of any other type give NULL of that
+    type. `hash` and `partial` of a non-string column are text."""
     col = _quote(column)
     kind = rule.mask_kind
+    type_name, is_string = type_ or ("text", True)
+    if kind == "null" or (kind == "redact" and not is_string):
+        return f"NULL::{type_name}"
     if kind == "redact":
-        return f"CASE WHEN {col} IS NULL THEN NULL ELSE '****' END"
-    if kind == "null":
-        return "NULL::text"
-    if kind == "hash":
-        return f"encode(sha256(convert_to({col}::text, 'UTF8')), 'hex')"
-    if kind == "partial":
-        text = f"{col}::text"
-        middle = f"repeat('*', length({text}) - 4)"
-        return (f"CASE WHEN {col} IS NULL THEN NULL WHEN length({text}) <= 4 THEN '****' "
-                f"ELSE left({text}, 2) || {middle} || right({text}, 2) END")  # fmt: skip
-    return kind.removeprefix("sql:").replace("{col}", col)
+        text = f"CASE WHEN {col} IS NULL THEN NULL ELSE '****' END"
+    elif kind == "hash":
+        text = f"encode(sha256(convert_to({col}::text, 'UTF8')), 'hex')"
+    elif kind == "partial":
+        as_text = f"{col}::text"
+        middle = f"repeat('*', length({as_text}) - 4)"
+        text = (f"CASE WHEN {col} IS NULL THEN NULL WHEN length({as_text}) <= 4 THEN '****' "
+                f"ELSE left({as_text}, 2) || {middle} || right({as_text}, 2) END")  # fmt: skip
+    else:
+        return kind.removeprefix("sql:").replace("{col}", col)
+    return f"({text})::{type_name}" if is_string and type_name != "text" else text
 
 
 @dataclass
@@ -86,6 +94,14 @@ class TablePolicy:
     columns: tuple[str, ...]
     masks: dict[str, Rule]
     filters: list[str]
+    types: Mapping[str, tuple[str, bool]] = field(default_factory=dict)  # of masked columns
+
+    def mask(self, column: str, placeholder: str | None = None) -> str | None:
+        """The mask expression of `column` (written on `placeholder` if given), if masked."""
+        rule = self.masks.get(column)
+        if rule is None:
+            return None
+        return mask_sql(rule, placeholder or column, self.types.get(column))
 
 
 def table_policies(catalog: Catalog, rules: list[tuple[int, Rule]], tags: TagMap,
@@ -98,10 +114,13 @@ def table_policies(catalog: Catalog, rules: list[tuple[int, Rule]], tags: TagMap
             touched = touched_columns(rule, index, table, columns, tags)
             if not touched:
                 continue
-            entry = out.setdefault(table, TablePolicy(table, columns, {}, []))
+            entry = out.setdefault(table, TablePolicy(table, columns, {}, [], {}))
             if rule.action == "mask":
                 for column in touched:
                     entry.masks.setdefault(column, rule)
+                    found = catalog.types.get(f"{table}.{column}")
+                    if found is not None:
+                        entry.types[column] = found
             elif rule.action == "filter" and rule.predicate not in entry.filters:
                 entry.filters.append(rule.predicate or "false")
     return out
@@ -124,10 +143,10 @@ def check_inference(graph: AIRGraph, catalog: Catalog, tables: dict[str, TablePo
             continue
         seen.add((nid, why))
         node = tagged[nid]
-        ref = node.tag_map.get("@masked")
-        if ref and why:
+        for key, ref in node.tags if why else ():
             table, _, column = ref.rpartition(".")
-            if why == "copied" or masked[(table, column)].on_inference == "deny":
+            if key == "@masked" and (why == "copied" or masked[(table, column)].on_inference
+                                     == "deny"):  # fmt: skip
                 raise Refused(f"masked column {ref} is {why}")
         writer = node.attr("@pg") in _WRITERS
         for role, kid in zip(node.roles, node.children, strict=True):
@@ -173,8 +192,8 @@ def _replace_placeholder(node: Any, column: dict[str, Any]) -> Any:
 def _derived_select(tp: TablePolicy, relation: dict[str, Any], only: list[str] | None) -> str:
     cols = []
     for column in only or tp.columns:
-        rule = tp.masks.get(column)
-        cols.append(f"{mask_sql(rule, column)} AS {_quote(column)}" if rule else _quote(column))
+        masked = tp.mask(column)
+        cols.append(f"{masked} AS {_quote(column)}" if masked else _quote(column))
     schema, _, table = tp.table.rpartition(".")
     source = f"{'' if relation.get('inh', True) else 'ONLY '}{_quote(schema)}.{_quote(table)}"
     where = " AND ".join(f"({p})" for p in tp.filters)
@@ -293,8 +312,8 @@ class Rewriter:
 
     def _masked_target(self, column: str, tp: TablePolicy) -> dict[str, Any]:
         ref = {"@": "ColumnRef", "fields": ({"@": "String", "sval": column},)}
-        rule = tp.masks.get(column)
-        val = _expr(mask_sql(rule, _PLACEHOLDER), ref) if rule else ref
+        masked = tp.mask(column, _PLACEHOLDER)
+        val = _expr(masked, ref) if masked else ref
         return {"@": "ResTarget", "name": column, "val": val}
 
     def _copy(self, stmt: dict[str, Any]) -> dict[str, Any]:
@@ -328,7 +347,7 @@ def _mask_refs(node: Any, tp: TablePolicy) -> Any:
         names = [f.get("sval") for f in d.get("fields", ()) if f.get("@") == "String"]
         column = (names[-1] or "").lower() if names else ""
         if column in tp.masks:
-            return _expr(mask_sql(tp.masks[column], _PLACEHOLDER), d)
+            return _expr(tp.mask(column, _PLACEHOLDER) or _PLACEHOLDER, d)
         if len(names) == 1 and column not in tp.columns:
             # Not a column: the table's (or its alias's) whole row.
             raise Refused(f"a whole-row reference to {tp.table} in RETURNING")

@@ -179,7 +179,8 @@ def _match(rule: Rule, index: int, graph: AIRGraph, tagged: list[AIRNode]) -> Fi
         hits += found
     if w.tags:
         want = w.tags.items()
-        found = [n for n in tagged if all(n.tag_map.get(k) == v for k, v in want)]
+        # Pairs, not a mapping: a node over several columns may hold a key twice.
+        found = [n for n in tagged if all(pair in n.tags for pair in want)]
         if not found:
             return None
         hits += found

@@ -202,20 +202,22 @@ class _Tagger:
         children = [self.rebuild(k, scopes) for k in node.children]
         if pushed_ctes:
             self.ctes.pop()
-        tags: dict[str, str] = {}
+        # A node that stands for several columns (`*`, a UNION's output) carries every
+        # tag of each: two columns' different values of one key must both be seen.
+        tags: set[tuple[str, str]] = set()
         if node.kind == "TABLE" and node.value:
             name = _norm(str(node.value))
             if self.qualify and not any(name in c for c in self.ctes):
                 name = self.qualify(name)
-            tags = self._table_tags(name)
+            tags = set(self._table_tags(name).items())
         elif node.kind in ("COLUMN", "STAR") and scopes:
             refs = self.resolve(scopes, str(node.value or "*"))
-            for ref in sorted(refs):
-                tags.update(self._ref_tags(ref))
+            for ref in refs:
+                tags |= self._ref_tags(ref).items()
             if self.columns and node.kind == "COLUMN" and not self._known(refs):
                 # What this names is not known: a caller that polices data must not
                 # take the absence of tags for the absence of data.
-                tags[UNRESOLVED] = "1"
+                tags.add((UNRESOLVED, "1"))
         changed = children != list(node.children)
         nid2 = self.b.add(
             node.type, node.kind, value=node.value, alias=node.alias, attrs=node.attrs,
@@ -241,10 +243,10 @@ class _Tagger:
                     self.ctes.pop()
         return found
 
-    def _with_tags(self, nid: str, tags: dict[str, str], source: str) -> str:
+    def _with_tags(self, nid: str, tags: set[tuple[str, str]], source: str) -> str:
         """The node `nid` with `tags` added; its lineage names `source`, the node it tags."""
         node = self.b.nodes[nid]
-        merged = tuple(sorted({**dict(node.tags), **tags}.items()))
+        merged = tuple(sorted(set(node.tags) | tags))
         new_id = node_id(node.type, node.kind, node.value, node.alias, node.attrs, merged,
                          node.children, node.roles, node.dialect)  # fmt: skip
         if new_id not in self.b.nodes:

@@ -278,7 +278,8 @@ def test_comment_tags_apply_after_ddl_through_the_proxy(guarded: ProxyProcess) -
         conn.execute("comment on column orders.total is 'sqlx: sensitivity=pii'")
     deadline = time.monotonic() + 10
     with psycopg.connect(guarded.dsn(user=APP), autocommit=True) as conn:
-        while conn.execute("select total from orders").fetchall() != [("****",), ("****",)]:
+        # A numeric column: redacted to NULL of its type, so drivers still decode it.
+        while conn.execute("select total from orders").fetchall() != [(None,), (None,)]:
             assert time.monotonic() < deadline, "the comment's tag never applied"
             time.sleep(0.1)
     with psycopg.connect(guarded.dsn(user=ADMIN), autocommit=True) as conn:

@@ -157,3 +157,33 @@ def test_search_path_settings_parse_as_the_server_reads_them() -> None:
     assert TWO_SCHEMAS.with_path(("crm",)).resolve("people") == "crm.people"
     assert TWO_SCHEMAS.with_path(("other",)).resolve("people") == "people"
     assert TWO_SCHEMAS.resolve("people") == "people"
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT * FROM staff",
+    "SELECT s FROM staff s",
+    "SELECT x FROM (SELECT amount AS x FROM staff UNION SELECT note FROM staff) u",
+])  # fmt: skip
+def test_columns_with_different_values_of_one_tag_are_each_masked(tmp_path: Path,
+                                                                  sql: str) -> None:  # fmt: skip
+    """`*` stands for both columns: each one's own value of `sensitivity` must be seen."""
+    from sqlx.agents import mask
+
+    (tmp_path / "p.yaml").write_text("""
+policy:
+  tags:
+    public.staff.amount: {sensitivity: pii}
+    public.staff.note: {sensitivity: hashed}
+  rules:
+    - {name: redact-pii, when: {tags: {sensitivity: pii}}, action: mask, mask: redact}
+    - {name: hash-notes, when: {tags: {sensitivity: hashed}}, action: mask, mask: hash}
+""")
+    policy = load_pack(tmp_path / "p.yaml")
+    catalog = Catalog(columns={"public.staff": ("id", "amount", "note")},
+                      builtin_functions=frozenset(("now",)))  # fmt: skip
+    graphs = air.lower_all(sql)
+    out = evaluate(graphs, APP, policy, catalog)
+    names = {f.rule for f in out.findings}
+    assert names == {"redact-pii", "hash-notes"}
+    rewritten = mask.rewrite(graphs, policy, APP, catalog, names)
+    assert "'****'" in rewritten and "sha256" in rewritten
