@@ -281,7 +281,9 @@ class Telemetry:
         attributes: dict[str, Any] = {
             "db.system.name": "postgresql",
             "db.namespace": statement.facts.database,
-            "db.query.text": query_text(statement.sql),
+            # The shape's text (placeholders for literals): the same for every
+            # execution of one query, and made once, not per span.
+            "db.query.text": shape.text if shape is not None else "",
             "sqlx.policy.verdict": outcome.decision.verdict.value,
             "sqlx.path": statement.path.value,
         }
