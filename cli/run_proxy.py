@@ -12,12 +12,14 @@ import asyncio
 import signal
 import ssl
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import structlog
 import uvloop
 
+from sqlx.agents.archive import Archive
 from sqlx.agents.catalog import CatalogStore
 from sqlx.agents.decider import PolicyDecider
 from sqlx.agents.explain import ExplanationLog
@@ -140,6 +142,14 @@ class ProxyApp:
             self.telemetry = Telemetry(config.data_dir, telemetry.sampling_ratio,
                                        telemetry.otlp_endpoint, lowering=lowering)  # fmt: skip
             decider = Instrumented(self.decider, self.telemetry)
+        self.archive: Archive | None = None
+        self.last_reward = 0.0
+        windows = None
+        if self.telemetry is not None and config.aif.archive.enabled:
+            self.archive = Archive(config.data_dir, config.aif.archive, config.aif.reward,
+                                   self._rewarded)  # fmt: skip
+            self._window_start, self._window_hits = time.time(), (0, 0)
+            windows = asyncio.get_running_loop().create_task(self._windows())
         if config.policy.packs:
             log.info("policy loaded", packs=[str(p) for p in config.policy.packs],
                      rules=len(policy.rules))  # fmt: skip
@@ -188,6 +198,10 @@ class ProxyApp:
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)
         refresher.cancel()
+        if windows is not None and self.archive is not None:
+            windows.cancel()
+            self._close_window()
+            await asyncio.to_thread(self.archive.close)
         await asyncio.to_thread(self.explanations.close)
         if self.telemetry is not None:
             await asyncio.to_thread(self.telemetry.close)
@@ -198,6 +212,28 @@ class ProxyApp:
         sources = console_sources(self.proxy, self.decider, self.telemetry, self.explanations,
                                   self.reload)  # fmt: skip
         return AdminConsole(config.admin.users, target.database or "postgres", sources)
+
+    async def _windows(self) -> None:
+        """Close the archive's window every `aif.archive.window_s` seconds."""
+        while True:
+            await asyncio.sleep(self.config.aif.archive.window_s)
+            self._close_window()
+
+    def _close_window(self) -> None:
+        assert self.telemetry is not None and self.archive is not None
+        now = time.time()
+        hits, misses = self.decider.hits, self.decider.misses
+        d_hits, d_misses = hits - self._window_hits[0], misses - self._window_hits[1]
+        ratio = d_hits / (d_hits + d_misses) if d_hits + d_misses else 0.0
+        rows = self.telemetry.fingerprints.close_window()
+        self.archive.submit(rows, self._window_start, now, ratio)
+        self._window_start, self._window_hits = now, (hits, misses)
+
+    def _rewarded(self, mean_reward: float, shapes: int) -> None:
+        """A window reached the archive (called from its thread)."""
+        self.last_reward = mean_reward
+        log.info("ai.reward.emit", stream=self.config.aif.streams.reward, shapes=shapes,
+                 reward=round(mean_reward, 4))  # fmt: skip
 
     def _gauges(self, telemetry: Telemetry) -> None:
         proxy, decider = self.proxy, self.decider
@@ -212,6 +248,10 @@ class ProxyApp:
                         lambda: decider.misses)  # fmt: skip
         telemetry.gauge("sqlx_decision_cache_entries", "Decisions cached",
                         lambda: decider.cached)  # fmt: skip
+        telemetry.gauge("sqlx_reward", "Mean reward (spec 4.1) of the last archived window",
+                        lambda: self.last_reward)  # fmt: skip
+        telemetry.gauge("sqlx_archive_rows", "Rows written to the ATS archive",
+                        lambda: self.archive.rows_written if self.archive else 0)  # fmt: skip
 
     async def _metrics(self) -> tuple[int, str]:
         assert self.telemetry is not None

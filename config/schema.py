@@ -103,6 +103,43 @@ class AdminConfig(_Strict):
     users: tuple[str, ...] = ()
 
 
+class RewardWeights(_Strict):
+    """The copilot's reward, spec §4.1: R = a1*(-latency_ms) + a2*(-error_rate)
+    + a3*policy_compliance + a4*cache_hit_ratio + a5*availability."""
+
+    latency: float = 0.01  # a1, per millisecond of mean latency
+    error_rate: float = 1.0  # a2
+    policy_compliance: float = 0.5  # a3
+    cache_hit_ratio: float = 0.25  # a4
+    availability: float = 1.0  # a5
+
+
+class StreamsConfig(_Strict):
+    """Names of the ATS learning streams (spec §5); the archive's rows carry both."""
+
+    reward: str = "sqlx.learn.reward"
+    embed: str = "sqlx.learn.embed"
+
+
+class ArchiveConfig(_Strict):
+    """The ATS archive: one Parquet row per query shape per window, in data_dir/ats."""
+
+    enabled: bool = True
+    window_s: float = Field(default=10.0, gt=0)  # one row per shape per window
+    flush_s: float = Field(default=60.0, gt=0)  # a new Parquet file at least this often
+    max_rows_per_file: int = Field(default=100_000, ge=1)
+    retention_days: float = Field(default=30.0, gt=0)
+    max_bytes: int = Field(default=1 << 30, ge=1 << 16)  # oldest files removed past this
+
+
+class AifConfig(_Strict):
+    """The copilot (spec §13's `aif:` section)."""
+
+    reward: RewardWeights = RewardWeights()
+    streams: StreamsConfig = StreamsConfig()
+    archive: ArchiveConfig = ArchiveConfig()
+
+
 class Config(_Strict):
     """One complete configuration snapshot."""
 
@@ -115,3 +152,4 @@ class Config(_Strict):
     explain: ExplainConfig = ExplainConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
     admin: AdminConfig = AdminConfig()
+    aif: AifConfig = AifConfig()

@@ -120,7 +120,8 @@ class Shape:
     statement kind, counters for SHOW FINGERPRINTS, and what its spans say of its AIR
     (lowered once, from the placeholder text, on the first sampled span)."""
 
-    __slots__ = ("air", "calls", "errors", "fingerprint", "kind", "max_ms", "text", "total_ms")
+    __slots__ = ("air", "calls", "errors", "fingerprint", "kind", "max_ms", "text", "total_ms",
+                 "window")  # fmt: skip
 
     def __init__(self, fingerprint: str, sql: str) -> None:
         self.fingerprint = fingerprint
@@ -131,6 +132,36 @@ class Shape:
         self.errors = 0
         self.max_ms = 0.0
         self.air: _ShapeAir | None = None
+        self.window = ShapeWindow()
+
+
+class ShapeWindow:
+    """What one shape did since the archive's last window closed."""
+
+    __slots__ = ("calls", "conn_errors", "denied", "error_class", "errors", "histogram",
+                 "max_ms", "rows", "total_ms", "verdict")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.total_ms = 0.0
+        self.max_ms = 0.0
+        self.errors = 0
+        self.conn_errors = 0
+        self.denied = 0
+        self.rows = 0
+        # Latency in powers of two of microseconds: bucket b holds [2^(b-1), 2^b) µs.
+        self.histogram: dict[int, int] = {}
+        self.verdict = "allow"
+        self.error_class: str | None = None
+
+    def percentile_ms(self, q: float) -> float:
+        """The q-quantile (0..1) of latency, to within the bucket's factor of two."""
+        want, seen = q * self.calls, 0
+        for bucket in sorted(self.histogram):
+            seen += self.histogram[bucket]
+            if seen >= want:
+                return (2 ** (bucket - 0.5) if bucket else 0.5) / 1000
+        return self.max_ms
 
 
 class FingerprintStats:
@@ -140,7 +171,8 @@ class FingerprintStats:
         self.max_shapes = max_shapes
         self.shapes: dict[str, Shape] = {}
 
-    def add(self, sql: str, elapsed_ms: float, failed: bool) -> Shape:
+    def add(self, sql: str, elapsed_ms: float, error: str | None = None, verdict: str = "allow",
+            rows: int | None = None) -> Shape:  # fmt: skip
         """Count one statement; its shape (counted only while the table has room)."""
         fp = fingerprint_of(sql) or "unparsable"
         shape = self.shapes.get(fp)
@@ -151,11 +183,46 @@ class FingerprintStats:
             self.shapes[fp] = shape
         shape.calls += 1
         shape.total_ms += elapsed_ms
-        if failed:
-            shape.errors += 1
         if elapsed_ms > shape.max_ms:
             shape.max_ms = elapsed_ms
+        w = shape.window
+        w.calls += 1
+        w.total_ms += elapsed_ms
+        if elapsed_ms > w.max_ms:
+            w.max_ms = elapsed_ms
+        bucket = int(elapsed_ms * 1000).bit_length()
+        w.histogram[bucket] = w.histogram.get(bucket, 0) + 1
+        if rows:
+            w.rows += rows
+        if verdict != "allow":
+            w.verdict = verdict
+            if verdict == "deny":
+                w.denied += 1
+        if error is not None:
+            shape.errors += 1
+            w.errors += 1
+            w.error_class = error[:2]
+            if error.startswith("08"):
+                w.conn_errors += 1
         return shape
+
+    def close_window(self) -> list[dict[str, Any]]:
+        """One row per shape that ran since the last call (literal-free), and a new window."""
+        rows = []
+        for shape in self.shapes.values():
+            w = shape.window
+            if not w.calls:
+                continue
+            rows.append({
+                "fingerprint": shape.fingerprint, "text": shape.text, "kind": shape.kind,
+                "calls": w.calls, "latency_ms_mean": w.total_ms / w.calls,
+                "latency_ms_p50": w.percentile_ms(0.5), "latency_ms_p95": w.percentile_ms(0.95),
+                "latency_ms_max": w.max_ms, "rows": w.rows, "errors": w.errors,
+                "connection_errors": w.conn_errors, "denied": w.denied,
+                "error_class": w.error_class, "verdict": w.verdict,
+            })  # fmt: skip
+            shape.window = ShapeWindow()
+        return rows
 
     def top(self, n: int = 50) -> list[Shape]:
         return sorted(self.shapes.values(), key=lambda shape: -shape.total_ms)[:n]
@@ -257,8 +324,9 @@ class Telemetry:
             decision = outcome.decision
             ms = outcome.elapsed_s * 1000
             error = outcome.error_sqlstate
-            shape = add_shape(sql, ms, error is not None) if sql else None
-            add_latency(shape.kind if shape else "FUNCTION_CALL", decision.verdict.value, ms)
+            verdict = decision.verdict.value
+            shape = add_shape(sql, ms, error, verdict, outcome.rows) if sql else None
+            add_latency(shape.kind if shape else "FUNCTION_CALL", verdict, ms)
             if decision.verdict is Verdict.DENY:
                 self.denials.labels(decision.rule or "unknown").inc()
             elif error:

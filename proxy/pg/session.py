@@ -101,11 +101,12 @@ _CLIENT_READY = codec.tag_table(
      FE.COPY_DONE, FE.COPY_FAIL),
 )  # fmt: skip
 # With every statement observed, Bind is read too: a statement prepared earlier
-# runs with no Parse, and its Bind names it.
+# runs with no Parse, and its Bind names it. Execute tells a batch that runs its
+# statement from one that only prepares it (counted when it runs).
 _CLIENT_READY_OBSERVED = codec.tag_table(
     codec.FRONTEND_TAGS,
     (FE.QUERY, FE.PARSE, FE.SYNC, FE.FLUSH, FE.FUNCTION_CALL, FE.TERMINATE,
-     FE.COPY_DONE, FE.COPY_FAIL, FE.BIND),
+     FE.COPY_DONE, FE.COPY_FAIL, FE.BIND, FE.EXECUTE),
 )  # fmt: skip
 _PREPARED_MAX = 10_000  # statement names remembered per session
 # During authentication only password messages go to the server: anything
@@ -213,6 +214,7 @@ class PgSession:
         self._held: list[bytes] | None = None
         self._held_parses: list[int] = []
         self._held_size = 0
+        self._held_executes = False  # (observed sessions) the batch runs a statement
 
         # ReadyForQuery bookkeeping: every Query, Sync and FunctionCall the server
         # acts on is answered by exactly one ReadyForQuery, in order. The server
@@ -397,6 +399,9 @@ class PgSession:
                     continue
                 if tag == FE.BIND:  # part of the batch; its statements are decided whole
                     continue
+                if tag == FE.EXECUTE:
+                    self._held_executes = True
+                    continue
                 # Anything else that is read ends the held batch implicitly.
                 self._hold(consumed[cursor:start])
                 cursor = start
@@ -409,6 +414,7 @@ class PgSession:
                 self._held = []
                 self._held_parses = [0]
                 self._held_size = 0
+                self._held_executes = False
                 self._hold(consumed[start:end])
                 cursor = end
             elif tag == FE.SYNC:
@@ -537,7 +543,7 @@ class PgSession:
             if terminator is not None:
                 self.out_server.append(codec.message(terminator))
             decision = next((d for d in decisions if d is not ALLOW), ALLOW)
-            if decision is not ALLOW or (self.observe_all and statements):
+            if decision is not ALLOW or (self.observe_all and statements and self._held_executes):
                 # Without a Sync now the batch completes at the client's next one.
                 index = self._rfq_expected + 1
                 self._track(decision, tuple(statements), index)
