@@ -7,6 +7,7 @@ import os
 import time
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -66,3 +67,33 @@ def test_the_explanation_log_rotates_by_size_and_expires_by_age(tmp_path: Path) 
     assert ids == sorted(ids) and ids[-1] == "ex_0059"  # oldest first, newest kept
     assert json.loads((tmp_path / "explanations.jsonl").read_text().splitlines()[-1])["id"] == (
         "ex_0059")  # fmt: skip
+
+
+def test_reward_follows_spec_4_1() -> None:
+    from sqlx.agents.reward import Window, components, reward
+    from sqlx.config.schema import RewardWeights
+
+    w = Window(calls=10, latency_ms=2.0, errors=1, denied=2, connection_errors=1, cache_hits=5)
+    assert components(w) == {"latency_ms": 2.0, "error_rate": 0.1, "policy_compliance": 0.8,
+                             "cache_hit_ratio": 0.5, "availability": 0.9}  # fmt: skip
+    weights = RewardWeights(latency=0.5, error_rate=2, policy_compliance=1, cache_hit_ratio=4,
+                            availability=3)  # fmt: skip
+    assert reward(w, weights) == pytest.approx(-1.0 - 0.2 + 0.8 + 2.0 + 2.7)
+    slower = Window(10, 4.0, 1, 2, 1, 5)
+    assert reward(slower, weights) < reward(w, weights)
+
+
+def test_shape_windows_close_with_their_percentiles() -> None:
+    from sqlx.proxy.telemetry import FingerprintStats
+
+    stats = FingerprintStats()
+    for ms in (0.1, 0.2, 0.3, 5.0):
+        stats.add("SELECT 1", ms, None, "allow", 1)
+    stats.add("SELECT 2", 1.0, "08006", "allow")
+    (row,) = [r for r in stats.close_window() if r["errors"]]
+    assert row["connection_errors"] == 1 and row["error_class"] == "08"
+    (ok,) = [r for r in stats.close_window() if r["calls"]] or [None]
+    assert ok is None  # a closed window starts empty
+    stats.add("SELECT 3", 0.2, None, "deny")
+    (denied,) = stats.close_window()
+    assert denied["denied"] == 1 and denied["verdict"] == "deny"
