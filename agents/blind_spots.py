@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from sqlx.agents.facts import Catalog
+from sqlx.agents.session_settings import is_set_config
 from sqlx.air.model import AIRGraph, AIRNode
 from sqlx.air.tags import same_table
 from sqlx.config.policy import Policy, Rule
@@ -88,9 +89,7 @@ def identity_change(graph: AIRGraph) -> str | None:
             name = str(node.attr("name") or "").lower()
             if name in _IDENTITY_SETTINGS:
                 return f"SET {name} would change the session's identity"
-        is_set_config = node.type == "function" and str(node.value or "").lower().endswith(
-            "set_config")  # fmt: skip
-        if is_set_config and _first_text(graph, node) in _IDENTITY_SETTINGS:
+        if is_set_config(node) and _first_text(graph, node) in _IDENTITY_SETTINGS:
             return "set_config() would change the session's identity"
     return None
 

@@ -18,7 +18,7 @@ import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from sqlx.agents import mask, search_path, string_escapes
+from sqlx.agents import mask, search_path, session_settings, string_escapes
 from sqlx.agents import policy as pol
 from sqlx.agents.catalog import CatalogStore
 from sqlx.agents.explain import Explanation, ExplanationLog, new_id
@@ -44,6 +44,10 @@ _DDL = re.compile(r"\b(create|alter|drop|comment|grant|revoke)\b", re.IGNORECASE
 # Words of a statement that may change the search path (checked for sessions no rule
 # applies to, which are not evaluated).
 _PATH_WORDS = re.compile(r"search_path|set_config|\breset\b|\bdiscard\b", re.IGNORECASE)
+# Any word of the two above: most statements are let through after this one scan.
+_WATCHED_WORDS = re.compile(
+    r"create|alter|drop|comment|grant|revoke|search_path|set_config|reset|discard", re.IGNORECASE
+)
 _DDL_KINDS = frozenset(("CREATE", "ALTER", "DROP", "COMMENT", "GRANT", "REVOKE"))
 # An allow the session tracks, so that `observe` hears how the statement ended.
 _ALLOW_OBSERVED = Decision(Verdict.ALLOW, reason="schema change: the catalog is read again")
@@ -88,11 +92,14 @@ class PolicyDecider:
             return ALLOW
         who, guarded = self._who_of(statement.facts)
         if not guarded:
-            if _PATH_WORDS.search(statement.sql):
+            sql = statement.sql
+            if not _WATCHED_WORDS.search(sql):
+                return ALLOW
+            if _PATH_WORDS.search(sql):
                 # Not evaluated, so not followed: should a reload make a rule apply to
                 # this session, its path is then unknown rather than wrongly assumed.
-                statement.facts.state["search_path"] = None
-            return _ALLOW_OBSERVED if _DDL.search(statement.sql) else ALLOW
+                search_path.forget(statement.facts)
+            return _ALLOW_OBSERVED if _DDL.search(sql) else ALLOW
         if string_escapes.misread(statement) and policy.fail_closed:
             refused = _Evaluated(string_escapes.REFUSED, "UNREADABLE", None, None)
             return self._decision(refused, who, statement.sql)
@@ -109,8 +116,9 @@ class PolicyDecider:
         return decision
 
     def observe(self, outcome: Outcome) -> None:
-        search_path.settle(outcome)
-        string_escapes.settle(outcome)
+        for purpose, payload in session_settings.answered(outcome):
+            if purpose == search_path.PURPOSE:
+                search_path.settle(outcome, payload)
         if self.catalogs is None:
             return
         if outcome.error_sqlstate is not None:
@@ -230,15 +238,13 @@ class PolicyDecider:
             graphs = self._lowering.lower_all(statement.sql)
         except LoweringError as exc:
             return _Evaluated(pol.unparsable(policy, who, exc.message), "UNPARSABLE", None, None)
-        path_change = search_path.change_of(graphs)
+        changes = [c for g in graphs for c in session_settings.changes(g)]
+        path_change = search_path.change_of(changes, len(graphs))
         if path_change is not None and len(graphs) > 1:
             catalog = catalog.with_path(None)  # its later statements run with a new path
-        escapes_change = string_escapes.may_change(graphs)
+        escapes_change = string_escapes.may_change(changes)
         if escapes_change and len(graphs) > 1 and "\\" in statement.sql and policy.fail_closed:
-            outcome = pol.combine(
-                [pol.Finding("fail-closed", "deny", reason=string_escapes.REASON)]
-            )
-            return _Evaluated(outcome, summary_of(graphs), None, graphs[0].root)
+            return _Evaluated(string_escapes.REFUSED, summary_of(graphs), None, graphs[0].root)
         if not catalog.known and pol.guarded(policy, who) and policy.fail_closed:
             outcome = pol.combine([pol.Finding(
                 "fail-closed", "deny",
@@ -258,9 +264,7 @@ class PolicyDecider:
                 refused = f"the rewritten statement is not valid: {exc}"
         # A rewrite carries the statement's literals; set_config's verdict reads one.
         shape_safe = outcome.action in ("allow", "deny", "audit") and not any(
-            n.type == "function" and str(n.value or "").lower().endswith("set_config")
-            for g in graphs for n in g.walk()
-        )  # fmt: skip
+            session_settings.is_set_config(n) for g in graphs for n in g.walk())  # fmt: skip
         ddl = any(n.type == "statement" and n.kind in _DDL_KINDS for g in graphs for n in g.walk())
         return _Evaluated(outcome, summary_of(graphs), fp, air_id, rewritten, refused, shape_safe,
                           ddl, path_change, escapes_change)  # fmt: skip

@@ -16,31 +16,29 @@ ALL` and `DISCARD ALL`:
   (the tags of all of them apply, and a rewrite that would have to pick one
   is refused). The next change the proxy can follow makes it known again.
 
-The state lives in `SessionFacts.state` and dies with the session.
+The state lives in `SessionFacts.state` and dies with the session; which
+statements change it is `agents.session_settings`'s to say.
 """
 
 from __future__ import annotations
 
-from typing import Final
-
+from sqlx.agents import session_settings as settings
 from sqlx.agents.facts import Catalog, parse_search_path
-from sqlx.air.model import AIRGraph
+from sqlx.agents.session_settings import DEFAULT, UNKNOWN
 from sqlx.proxy.decision import Outcome, SessionFacts, Statement
 
 # What a statement does to the path: nothing (None), back to the default, unknown from
 # now on, or a new path.
-DEFAULT: Final = "default"
-UNKNOWN: Final = "unknown"
 Change = tuple[str, ...] | str | None
 
 _STATE = "search_path"  # absent: the default; None: unknown; a tuple: that path
-_PENDING = "search_path.pending"  # (statement, state before it, its change)
+PURPOSE = "search_path"  # what a path change's answer settles (`session_settings.expect`)
 
 
-def from_startup(settings: tuple[tuple[str, str], ...], user: str) -> Change:
+def from_startup(startup: tuple[tuple[str, str], ...], user: str) -> Change:
     """The path a startup packet sets (`search_path`, or `-c`/`--` in `options`)."""
     found: Change = None
-    for name, value in settings:
+    for name, value in startup:
         if name == "search_path":
             found = parse_search_path(value, user)
         elif name == "options" and "search" in value:
@@ -92,63 +90,43 @@ def current(facts: SessionFacts, catalog: Catalog) -> tuple[str, ...] | None:
     return catalog.default_path(facts.user)
 
 
-def change_of(graphs: list[AIRGraph]) -> Change:
-    """What the statements of one string do to the search path."""
-    changes = [c for g in graphs if (c := _graph_change(g)) is not None]
-    if not changes:
+def forget(facts: SessionFacts) -> None:
+    """The path may have changed in a way nobody followed: unknown from now on."""
+    facts.state[_STATE] = None
+
+
+def change_of(changes: list[settings.Change], statements: int) -> Change:
+    """What a string of `statements` statements with these setting changes does to the
+    search path."""
+    found = settings.touching(changes, "search_path")
+    if not found:
         return None
-    return changes[0] if len(graphs) == 1 else UNKNOWN
-
-
-def _graph_change(graph: AIRGraph) -> Change:
-    root = graph.root_node
-    pg = root.attr("@pg")
-    if pg == "VariableSetStmt":
-        kind, name, local = root.attr("kind"), root.attr("name"), root.attr("is_local")
-        if kind == "VAR_RESET_ALL":
-            return UNKNOWN if local else DEFAULT
-        if name == "search_path":
-            if local or kind not in ("VAR_SET_VALUE", "VAR_SET_DEFAULT", "VAR_RESET"):
-                return UNKNOWN
-            if kind != "VAR_SET_VALUE":
-                return DEFAULT
-            return tuple(str(kid.value).lower() for role, kid in graph.children(root)
-                         if role == "args[]")  # fmt: skip
-    if pg == "DiscardStmt" and root.attr("target") == "DISCARD_ALL":
-        return DEFAULT
-    for node in graph.walk():
-        if node.type == "function" and str(node.value or "").lower().endswith("set_config"):
-            return UNKNOWN
-    return None
+    if statements > 1 or len(found) > 1:
+        return UNKNOWN
+    value = found[0].value
+    return tuple(v.lower() for v in value) if isinstance(value, tuple) else value
 
 
 def deciding(statement: Statement, change: Change) -> None:
     """A statement that changes the path is about to run: unknown until it is done."""
     state = statement.facts.state
     before = state.get(_STATE, DEFAULT)
-    pending = state.get(_PENDING)
-    if pending is not None:  # another change still running: nothing to go back to
-        before = None
-    state[_PENDING] = (statement, before, change)
+    if settings.expect(statement, PURPOSE, (before, change)):
+        # Another change is still running: nothing certain to go back to.
+        settings.expect(statement, PURPOSE, (None, change))
     state[_STATE] = None
 
 
-def settle(outcome: Outcome) -> None:
-    """The outcome of a statement; if it is the pending path change, take it."""
-    if not outcome.statements:
-        return
-    state = outcome.statements[0].facts.state
-    pending = state.get(_PENDING)
-    if pending is None or not any(st is pending[0] for st in outcome.statements):
-        return
-    del state[_PENDING]
-    _statement, before, change = pending
+def settle(outcome: Outcome, payload: object) -> None:
+    """The server answered the path change `payload` = (state before it, the change)."""
+    before, change = payload  # type: ignore[misc]
     if outcome.error_sqlstate is not None:
         after = before  # it did not happen
     elif outcome.in_transaction or change == UNKNOWN:
         after = None  # a ROLLBACK may still undo it, or it cannot be followed
     else:
         after = change
+    state = outcome.statements[0].facts.state
     if after == DEFAULT:
         state.pop(_STATE, None)
     else:

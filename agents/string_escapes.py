@@ -17,11 +17,11 @@ the rest: telling them apart needs the very lexing that is in doubt.
 
 from __future__ import annotations
 
+from sqlx.agents import session_settings as settings
 from sqlx.agents.policy import Finding, combine
-from sqlx.air.model import AIRGraph
-from sqlx.proxy.decision import Outcome, Statement
+from sqlx.proxy.decision import Statement
 
-_PENDING = "escapes.pending"  # the statement that may change the setting, until answered
+PURPOSE = "escapes"  # a statement that may change the setting, until answered
 _SETTING = "standard_conforming_strings"
 REASON = (
     "standard_conforming_strings is off (or may be) for this session: the server could "
@@ -31,37 +31,20 @@ REASON = (
 REFUSED = combine([Finding("fail-closed", "deny", reason=REASON)])
 
 
-def may_change(graphs: list[AIRGraph]) -> bool:
-    """Whether the statements may turn standard_conforming_strings off."""
-    for graph in graphs:
-        root = graph.root_node
-        pg = root.attr("@pg")
-        if pg == "VariableSetStmt" and (
-                root.attr("kind") == "VAR_RESET_ALL" or root.attr("name") == _SETTING):  # fmt: skip
-            return True
-        if pg == "DiscardStmt" and root.attr("target") == "DISCARD_ALL":
-            return True
-        for node in graph.walk():
-            if node.type == "function" and str(node.value or "").lower().endswith("set_config"):
-                return True
-    return False
+def may_change(changes: list[settings.Change]) -> bool:
+    """Whether these setting changes may turn standard_conforming_strings off."""
+    return bool(settings.touching(changes, _SETTING))
 
 
 def misread(statement: Statement) -> bool:
-    """The statement has a backslash and the server may read it as an escape."""
-    return "\\" in statement.sql and (statement.escapes or _PENDING in statement.facts.state)
+    """The statement has a backslash and the server may read it as an escape: the
+    session reports the setting off, or a statement that may turn it off is not yet
+    answered (once it is, its ParameterStatus came first: `Statement.escapes` is right
+    again)."""
+    return "\\" in statement.sql and (
+        statement.escapes or settings.is_waiting(statement.facts, PURPOSE)
+    )
 
 
 def deciding(statement: Statement) -> None:
-    statement.facts.state[_PENDING] = statement
-
-
-def settle(outcome: Outcome) -> None:
-    """Once the server has answered the pending statement, its ParameterStatus (if the
-    setting changed) came before: `Statement.escapes` is right again."""
-    if not outcome.statements:
-        return
-    state = outcome.statements[0].facts.state
-    pending = state.get(_PENDING)
-    if pending is not None and any(st is pending for st in outcome.statements):
-        del state[_PENDING]
+    settings.expect(statement, PURPOSE)
