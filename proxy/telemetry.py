@@ -120,19 +120,40 @@ class Shape:
     statement kind, counters for SHOW FINGERPRINTS, and what its spans say of its AIR
     (lowered once, from the placeholder text, on the first sampled span)."""
 
-    __slots__ = ("air", "calls", "errors", "fingerprint", "kind", "max_ms", "text", "total_ms",
-                 "window")  # fmt: skip
+    __slots__ = ("air", "closed", "fingerprint", "kind", "text", "window")
 
     def __init__(self, fingerprint: str, sql: str) -> None:
         self.fingerprint = fingerprint
         self.text = query_text(sql)
         self.kind = statement_kind(sql)
-        self.calls = 0
-        self.total_ms = 0.0
-        self.errors = 0
-        self.max_ms = 0.0
         self.air: _ShapeAir | None = None
+        # Statements are counted in the current window only; a closed window's counts
+        # are added to `closed` (calls, total_ms, errors, max_ms).
         self.window = ShapeWindow()
+        self.closed = (0, 0.0, 0, 0.0)
+
+    def close(self) -> None:
+        calls, total_ms, errors, max_ms = self.closed
+        w = self.window
+        self.closed = (calls + w.calls, total_ms + w.total_ms, errors + w.errors,
+                       max(max_ms, w.max_ms))  # fmt: skip
+        self.window = ShapeWindow()
+
+    @property
+    def calls(self) -> int:
+        return self.closed[0] + self.window.calls
+
+    @property
+    def total_ms(self) -> float:
+        return self.closed[1] + self.window.total_ms
+
+    @property
+    def errors(self) -> int:
+        return self.closed[2] + self.window.errors
+
+    @property
+    def max_ms(self) -> float:
+        return max(self.closed[3], self.window.max_ms)
 
 
 class ShapeWindow:
@@ -181,10 +202,6 @@ class FingerprintStats:
             if len(self.shapes) >= self.max_shapes:
                 return shape
             self.shapes[fp] = shape
-        shape.calls += 1
-        shape.total_ms += elapsed_ms
-        if elapsed_ms > shape.max_ms:
-            shape.max_ms = elapsed_ms
         w = shape.window
         w.calls += 1
         w.total_ms += elapsed_ms
@@ -199,7 +216,6 @@ class FingerprintStats:
             if verdict == "deny":
                 w.denied += 1
         if error is not None:
-            shape.errors += 1
             w.errors += 1
             w.error_class = error[:2]
             if error.startswith("08"):
@@ -221,7 +237,7 @@ class FingerprintStats:
                 "connection_errors": w.conn_errors, "denied": w.denied,
                 "error_class": w.error_class, "verdict": w.verdict,
             })  # fmt: skip
-            shape.window = ShapeWindow()
+            shape.close()
         return rows
 
     def top(self, n: int = 50) -> list[Shape]:
