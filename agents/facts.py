@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
+from sqlx.air.tags import columns_of
+
 # One element of a search_path setting: a quoted name (doubled quotes inside) or a word.
 _PATH_ITEM = re.compile(r'\s*("(?:[^"]|"")*"|[^,\s]+)\s*(?:,|$)')
 DEFAULT_PATH = '"$user", public'
@@ -73,15 +75,7 @@ class Catalog:
     def columns_of(self, name: str) -> tuple[str, ...]:
         """The columns of table `name` (resolved first). An unqualified name that
         several tables share has the columns of all of them."""
-        name = self.resolve(name)
-        exact = self.columns.get(name)
-        if exact is not None:
-            return exact
-        out: list[str] = []
-        for table, cols in self.columns.items():
-            if table.endswith("." + name):
-                out += [c for c in cols if c not in out]
-        return tuple(out)
+        return tuple(columns_of(self.columns, self.resolve(name)))
 
     def resolve(self, name: str) -> str:
         """The schema-qualified table an unqualified `name` (lower case) names under the

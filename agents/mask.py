@@ -143,10 +143,10 @@ def check_inference(graph: AIRGraph, catalog: Catalog, tables: dict[str, TablePo
             continue
         seen.add((nid, why))
         node = tagged[nid]
-        for key, ref in node.tags if why else ():
+        # A node over several columns carries each one's mark.
+        for ref in (v for k, v in node.tags if k == "@masked") if why else ():
             table, _, column = ref.rpartition(".")
-            if key == "@masked" and (why == "copied" or masked[(table, column)].on_inference
-                                     == "deny"):  # fmt: skip
+            if why == "copied" or masked[(table, column)].on_inference == "deny":
                 raise Refused(f"masked column {ref} is {why}")
         writer = node.attr("@pg") in _WRITERS
         for role, kid in zip(node.roles, node.children, strict=True):
@@ -201,7 +201,7 @@ def _derived_select(tp: TablePolicy, relation: dict[str, Any], only: list[str] |
 
 
 class Rewriter:
-    def __init__(self, tables: dict[str, TablePolicy], catalog: Catalog | None = None) -> None:
+    def __init__(self, tables: dict[str, TablePolicy], catalog: Catalog) -> None:
         self.tables = tables
         self.catalog = catalog
         self.scope: list[frozenset[str]] = []  # CTE names visible here, innermost last
@@ -212,10 +212,9 @@ class Rewriter:
         name = ".".join(p for p in (relation.get("schemaname"), relation["relname"]) if p).lower()
         if not relation.get("schemaname") and any(name in names for names in self.scope):
             return None  # a CTE of that name, visible here
-        if self.catalog is not None:
-            name = self.catalog.resolve(name)
+        name = self.catalog.resolve(name)
         found = [tp for t, tp in self.tables.items() if same_table(t, name)]
-        if found and "." not in name and self.catalog is not None:
+        if found and "." not in name:
             # The search path is not known: the table the server reads could be another
             # schema's, and the rewrite would read the policed one in its place.
             others = [t for t in self.catalog.columns if same_table(t, name)]

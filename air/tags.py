@@ -11,7 +11,7 @@ to different tables, so the graph is rebuilt per occurrence.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sqlx.air.build import GraphBuilder
@@ -68,16 +68,7 @@ class _Tagger:
         return out
 
     def _columns_of(self, table: str) -> list[str]:
-        """A table's columns. An unqualified name that several tables share (its schema
-        unknown) has the columns of all of them: `*` then reads whatever any has."""
-        exact = self.columns.get(table)
-        if exact is not None:
-            return exact
-        out: list[str] = []
-        for name, cols in self.columns.items():
-            if same_table(table, name):
-                out += [c for c in cols if c not in out]
-        return out
+        return columns_of(self.columns, table)
 
     def _source_refs(self, scope: _Scope, source: str, column: str) -> set[Ref]:
         if source in scope.derived:
@@ -262,6 +253,19 @@ def same_table(a: str, b: str) -> bool:
     An unqualified name matches a qualified one of any schema: policy errs on
     the side of applying."""
     return a == b or a.endswith("." + b) or b.endswith("." + a)
+
+
+def columns_of(columns: Mapping[str, Sequence[str]], table: str) -> list[str]:
+    """A table's columns. An unqualified name that several tables share (its schema
+    unknown) has the columns of all of them: `*` then reads whatever any has."""
+    exact = columns.get(table)
+    if exact is not None:
+        return list(exact)
+    out: list[str] = []
+    for name, cols in columns.items():
+        if same_table(table, name):
+            out += [c for c in cols if c not in out]
+    return out
 
 
 def _norm(name: str) -> str:
