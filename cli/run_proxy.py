@@ -20,6 +20,7 @@ import structlog
 import uvloop
 
 from sqlx.agents.archive import Archive
+from sqlx.agents.autoprepare import AutoPrepare
 from sqlx.agents.catalog import CatalogStore
 from sqlx.agents.decider import PolicyDecider
 from sqlx.agents.explain import ExplanationLog
@@ -137,11 +138,15 @@ class ProxyApp:
             catalogs.refresh_every(config.policy.catalog_refresh_s))  # fmt: skip
         self.telemetry: Telemetry | None = None
         decider: Decider = self.decider
+        self.auto_prepare: AutoPrepare | None = None
+        if config.aif.auto_prepare.enabled:
+            self.auto_prepare = AutoPrepare(decider, config.aif.auto_prepare, self.explanations)
+            decider = self.auto_prepare
         if config.telemetry.enabled:
             telemetry = config.telemetry
             self.telemetry = Telemetry(config.data_dir, telemetry.sampling_ratio,
                                        telemetry.otlp_endpoint, lowering=lowering)  # fmt: skip
-            decider = Instrumented(self.decider, self.telemetry)
+            decider = Instrumented(decider, self.telemetry)
         self.archive: Archive | None = None
         self.last_reward = 0.0
         windows = None

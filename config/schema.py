@@ -132,12 +132,46 @@ class ArchiveConfig(_Strict):
     max_bytes: int = Field(default=1 << 30, ge=1 << 16)  # oldest files removed past this
 
 
+class PlanCacheConfig(_Strict):
+    """The predictive plan cache: one entry per query shape (fingerprint)."""
+
+    max_entries: int = Field(default=10_000, ge=1)  # least recently used dropped past this
+    ttl_s: float = Field(default=600.0, gt=0)  # a plan and a score are taken again after this
+    explain: bool = True  # sample each shape's plan with EXPLAIN (FORMAT JSON), off the hot path
+    explain_timeout_s: float = Field(default=2.0, gt=0)
+
+
+class AutoPrepareConfig(_Strict):
+    """Simple-protocol statements run as server-side prepared statements once their
+    template repeats."""
+
+    enabled: bool = True
+    threshold: int = Field(default=3, ge=1)  # executions of one template before it is prepared
+    max_per_connection: int = Field(default=256, ge=1)  # statements prepared per upstream
+    max_templates: int = Field(default=10_000, ge=1)  # templates counted (least recent dropped)
+
+
+class ModelsConfig(_Strict):
+    """The reward model the proxy serves (spec §6 and §13's `aif.models`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    reward_regressor: str = Field(default="sqlx-reward-regressor-v1", alias="rewardRegressor")
+    # The registry: `registry.json` and the artifacts; relative paths are under data_dir.
+    registry: Path = Path("models")
+    # A shape whose predicted latency (ms) is at least this is classed `heavy`.
+    heavy_ms: float = Field(default=5.0, gt=0)
+
+
 class AifConfig(_Strict):
     """The copilot (spec §13's `aif:` section)."""
 
     reward: RewardWeights = RewardWeights()
     streams: StreamsConfig = StreamsConfig()
     archive: ArchiveConfig = ArchiveConfig()
+    plan_cache: PlanCacheConfig = PlanCacheConfig()
+    auto_prepare: AutoPrepareConfig = AutoPrepareConfig()
+    models: ModelsConfig = ModelsConfig()
 
 
 class Config(_Strict):

@@ -73,6 +73,20 @@ class Statement(NamedTuple):
     escapes: bool = False
 
 
+class Prepared(NamedTuple):
+    """Run a simple Query as a server-side prepared statement (auto-prepare): the
+    statement `text` with `$n` for the literals, parsed once per upstream connection as
+    `name` with parameter `types`, then bound to this execution's `values`."""
+
+    name: str
+    text: str
+    types: tuple[int, ...]
+    values: tuple[str, ...]
+    # 1-based character position of each parameter's literal in the client's text: a
+    # parameter's input error points there, as the server's error for the literal would.
+    positions: tuple[int, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     verdict: Verdict
@@ -85,6 +99,7 @@ class Decision:
     summary: str | None = None
     rule: str | None = None  # the policy rule that decided, if any
     trace_id: str | None = None  # an explained decision's trace: its span is always kept
+    prepared: Prepared | None = None  # (allow) run as a prepared statement
 
 
 ALLOW = Decision(Verdict.ALLOW)
@@ -105,7 +120,9 @@ class Decider(Protocol):
     """`decide` runs inline, before the statement goes anywhere; `observe` after the
     server answered. A decider may also have `async prepare(facts) -> str | None`,
     awaited before the session is connected upstream: a string refuses the
-    session (FATAL 42501 with that text)."""
+    session (FATAL 42501 with that text); and `unpreparable(name, reason)`, told
+    when a statement it asked to prepare cannot be (the server refused it, or it
+    would answer differently)."""
 
     def decide(self, statement: Statement) -> Decision: ...
 

@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import pglast
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -46,6 +45,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from sqlx.air.api import summary_of
 from sqlx.air.cache import LoweringCache
 from sqlx.air.errors import LoweringError
+from sqlx.air.parameters import placeholder_text
 from sqlx.air.pg import fingerprint_of
 from sqlx.air.plan import plan
 from sqlx.proxy.decision import Decider, Decision, Outcome, Statement, Verdict, traceparent_of
@@ -71,17 +71,6 @@ def statement_kind(sql: str) -> str:
         found = _FIRST_WORD.match(sql)
         word = found.group(1).upper() if found else ""
     return word if word in _KINDS else ("FUNCTION_CALL" if not sql else "OTHER")
-
-
-def query_text(sql: str) -> str:
-    """`sql` with every literal a placeholder and every comment removed (span-safe)."""
-    try:
-        text = pglast.parser.normalize(sql)
-        for comment in pglast.parser.comments(text):
-            text = text.replace(comment.str, " ", 1)
-        return " ".join(text.split())
-    except pglast.parser.ParseError:
-        return ""
 
 
 class LatencyTable:
@@ -124,7 +113,7 @@ class Shape:
 
     def __init__(self, fingerprint: str, sql: str) -> None:
         self.fingerprint = fingerprint
-        self.text = query_text(sql)
+        self.text = placeholder_text(sql)
         self.kind = statement_kind(sql)
         self.air: _ShapeAir | None = None
         # Statements are counted in the current window only; a closed window's counts
@@ -426,7 +415,7 @@ class Instrumented:
     def __init__(self, inner: Decider, telemetry: Telemetry) -> None:
         self.inner = inner
         self.telemetry = telemetry
-        for hook in ("prepare", "masks"):
+        for hook in ("prepare", "masks", "unpreparable"):
             if hasattr(inner, hook):
                 setattr(self, hook, getattr(inner, hook))
 

@@ -106,6 +106,7 @@ _HEADER = struct.Struct("!cI")
 _INT32 = struct.Struct("!I")
 _UNPACK_LENGTH = _INT32.unpack_from
 _TWO_INT32 = struct.Struct("!II")
+_UINT16 = struct.Struct("!H")
 _THREE_INT32 = struct.Struct("!III")
 
 
@@ -505,6 +506,37 @@ def encode_parse(parse: Parse, query: str) -> bytes:
 
 def encode_unnamed_parse(query: str) -> bytes:
     return message(FE.PARSE, b"\x00" + _cstr(query) + b"\x00\x00")
+
+
+def encode_prepare(name: str, query: str, types: tuple[int, ...]) -> bytes:
+    """Parse a named statement with typed parameters."""
+    oids = struct.pack(f"!H{len(types)}I", len(types), *types)
+    return message(FE.PARSE, _cstr(name) + _cstr(query) + oids)
+
+
+def encode_bind(name: str, values: tuple[str, ...]) -> bytes:
+    """Bind text-format values to the unnamed portal, with text-format results."""
+    parts = [b"\x00", _cstr(name), _UINT16.pack(0), _UINT16.pack(len(values))]
+    for value in values:
+        data = value.encode("utf-8")
+        parts.append(_INT32.pack(len(data)))
+        parts.append(data)
+    parts.append(_UINT16.pack(0))
+    return message(FE.BIND, b"".join(parts))
+
+
+def encode_describe(kind: bytes, name: str) -> bytes:
+    return message(FE.DESCRIBE, kind + _cstr(name))
+
+
+def encode_close(kind: bytes, name: str) -> bytes:
+    return message(FE.CLOSE, kind + _cstr(name))
+
+
+# Describe the unnamed portal, run it to the end, and close the implicit transaction.
+EXECUTE_PORTAL = (message(FE.DESCRIBE, b"P\x00") + message(FE.EXECUTE, b"\x00" + bytes(4))
+                  + message(FE.SYNC))  # fmt: skip
+SYNC = message(FE.SYNC)
 
 
 def encode_sasl_mechanisms(mechanisms: Iterable[str]) -> bytes:

@@ -65,6 +65,7 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         addr = peer[0] if isinstance(peer, tuple) else "local"
         config = self.proxy.config
+        auto = config.aif.auto_prepare
         self.session = PgSession(
             self.proxy.decider,
             key=self.proxy.register(self),
@@ -74,6 +75,7 @@ class ClientConnection(asyncio.Protocol):
             max_held_batch_bytes=config.proxy.max_held_batch_bytes,
             observe_all=config.telemetry.enabled,
             console=self.proxy.console,
+            prepared_max=auto.max_per_connection if auto.enabled else 0,
         )
 
     def data_received(self, data: bytes) -> None:

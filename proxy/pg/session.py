@@ -20,6 +20,7 @@ would for any error, and nothing of the denied statement reaches the server.
 from __future__ import annotations
 
 import enum
+import re
 import secrets
 import time
 from collections import deque
@@ -32,6 +33,7 @@ from sqlx.proxy.decision import (
     Decision,
     Outcome,
     Path,
+    Prepared,
     SessionFacts,
     Statement,
     Verdict,
@@ -132,6 +134,24 @@ _SERVER_MAX_MESSAGE = 0x7FFFFFFF
 # Before authentication completes, a client gets no more than this buffered:
 # the server itself caps authentication tokens at 64 KiB.
 _PRE_AUTH_LIMIT = 1 << 20
+# Auto-prepare: while the proxy's own messages are answered, every server message is
+# read (to hide them); while only prepared executions are, their extra answers are.
+_SERVER_ALL = codec.tag_table((), codec.BACKEND_TAGS, unknown=PASS)
+_SERVER_EXEC = codec.tag_table(
+    (), (BE.READY_FOR_QUERY, BE.ERROR_RESPONSE, BE.COPY_IN_RESPONSE, BE.COPY_BOTH_RESPONSE,
+         BE.COMMAND_COMPLETE, BE.PARAMETER_STATUS, BE.BIND_COMPLETE, BE.NO_DATA),
+    unknown=PASS,
+)  # fmt: skip
+# Statements that drop a connection's prepared statements (the proxy's too).
+_DROPS_STATEMENTS = re.compile(r"discard|deallocate", re.IGNORECASE)
+_SAVEPOINT = codec.encode_query("SAVEPOINT sqlx_autoprepare")
+_ROLLBACK_TO = codec.encode_query(
+    "ROLLBACK TO SAVEPOINT sqlx_autoprepare; RELEASE SAVEPOINT sqlx_autoprepare"
+)
+# A bound parameter's input error names it in CONTEXT; the literal's error would not.
+_PARAM_CONTEXT = re.compile(r"unnamed portal parameter \$(\d+)")
+# Errors after which a prepared statement is gone or stale: it is parsed again.
+_STALE = frozenset(("26000", "0A000"))
 # Client messages after which nothing is in flight without a ReadyForQuery to come.
 _BATCH_CLOSERS = frozenset((FE.QUERY, FE.SYNC, FE.FUNCTION_CALL, FE.COPY_DONE, FE.COPY_FAIL))
 
@@ -150,6 +170,24 @@ class Console(Protocol):
     auth_database: str  # where the console's users authenticate (their password is checked)
 
     def answer(self, sql: str, facts: SessionFacts) -> bytes: ...
+
+
+# What the server's answers up to one ReadyForQuery are, for auto-prepare.
+_HIDE = 0  # the proxy's own statement (a savepoint around a probe): hidden whole
+_PROBE = 1  # Close, Parse and Describe of a statement to prepare: hidden whole
+_CHECK = 2  # the client's Query after a probe: passed, its RowDescription compared
+_EXEC = 3  # the client's Query run as Bind/Execute: BindComplete and NoData hidden
+
+
+@dataclass(slots=True)
+class _Region:
+    kind: int
+    prepared: Prepared
+    query: bytes = b""  # (_EXEC) the Query as it came, if it may be run again plainly
+    described: bytes | None = None  # the RowDescription seen (b"" for NoData)
+    failed: str | None = None  # the SQLSTATE of an error in it
+    bound: bool = False  # (_EXEC) BindComplete seen
+    probe: _Region | None = None  # (_CHECK) the probe it is compared with
 
 
 @dataclass(slots=True)
@@ -178,6 +216,7 @@ class PgSession:
         max_held_batch_bytes: int,
         observe_all: bool = False,
         console: Console | None = None,
+        prepared_max: int = 0,
     ) -> None:
         self.decider = decider
         self.console = console
@@ -235,6 +274,12 @@ class PgSession:
         # bound (without a Parse) since the last Sync.
         self._prepared: dict[str, str] = {}
         self._bound: list[Statement] = []
+        # Auto-prepare: statements the proxy parsed on this connection (True once their
+        # answers proved identical to the Query's), and the answers it reads or hides.
+        self._prepared_max = prepared_max
+        self._auto: dict[str, bool] = {}
+        self._regions: dict[int, _Region] = {}
+        self._utf8 = True  # client_encoding is UTF8: a text's bytes can be rebuilt
 
     # --- state ---------------------------------------------------------------
 
@@ -480,6 +525,11 @@ class PgSession:
     def _simple_query(self, consumed: bytes, cursor: int, start: int, end: int) -> int:
         statement = self._statement(codec.read_query(consumed[start:end]), Path.SIMPLE)
         decision = self.decider.decide(statement)
+        if self._auto and _DROPS_STATEMENTS.search(statement.sql):
+            self._auto.clear()
+        if decision.prepared is not None and cursor == start and self._auto_ready(statement):
+            self._auto_prepare(decision, statement, consumed[start:end])
+            return end
         self._sync_point(FE.QUERY)
         if decision.verdict is Verdict.ALLOW:
             # Forwarded as it came, in the same write as its neighbours.
@@ -494,6 +544,147 @@ class PgSession:
             self._track(decision, (statement,), self._rfq_expected)
             self.out_server.append(codec.encode_query(decision.sql or ""))
         return end
+
+    # --- auto-prepare ------------------------------------------------------------------
+
+    def _auto_ready(self, statement: Statement) -> bool:
+        """Whether a Query may run another way here: no extended batch of the client's is
+        open around it, and its text's bytes can be rebuilt."""
+        return (
+            not self._open_batch
+            and not self._server_skipping
+            and not self._copy_in
+            and self._utf8
+            and self.tx_status != TxStatus.FAILED
+            and "\ufffd" not in statement.sql
+        )
+
+    def _auto_prepare(self, decision: Decision, statement: Statement, query: bytes) -> None:
+        """Run the Query as a prepared statement if this connection has it; else, when
+        nothing is in flight, probe for it and then run the Query as it came."""
+        prepared = decision.prepared
+        assert prepared is not None
+        name = prepared.name
+        quiet = self._rfq_seen == self._rfq_expected and not self._inflight
+        out = self.out_server
+        if self._auto.get(name):
+            out.append(codec.encode_bind(name, prepared.values))
+            out.append(codec.EXECUTE_PORTAL)
+            self._sync_point(FE.QUERY)
+            retry = query if quiet and self.tx_status == TxStatus.IDLE else b""
+            self._regions[self._rfq_expected] = _Region(_EXEC, prepared, retry)
+        else:
+            if name not in self._auto and quiet and len(self._auto) < self._prepared_max:
+                self._auto[name] = False
+                in_block = self.tx_status == TxStatus.IN_TRANSACTION
+                if in_block:  # a failed Parse would abort the client's transaction
+                    self._own(_SAVEPOINT, _Region(_HIDE, prepared))
+                probe = _Region(_PROBE, prepared)
+                self._own(codec.encode_close(b"S", name)
+                          + codec.encode_prepare(name, prepared.text, prepared.types)
+                          + codec.encode_describe(b"S", name) + codec.SYNC, probe)  # fmt: skip
+                if in_block:
+                    self._own(_ROLLBACK_TO, _Region(_HIDE, prepared))
+                out.append(query)
+                self._sync_point(FE.QUERY)
+                self._regions[self._rfq_expected] = _Region(_CHECK, prepared, probe=probe)
+            else:
+                out.append(query)
+                self._sync_point(FE.QUERY)
+        self._server.table = _SERVER_ALL if self._hiding() else _SERVER_EXEC
+        self._track(decision, (statement,), self._rfq_expected)
+
+    def _own(self, messages: bytes, region: _Region) -> None:
+        self.out_server.append(messages)
+        self._sync_point(FE.SYNC)
+        self._regions[self._rfq_expected] = region
+
+    def _hiding(self) -> bool:
+        return any(r.kind != _EXEC for r in self._regions.values())
+
+    def _region_message(self, region: _Region, tag: int, message: bytes) -> bytes | None:
+        """What the client gets for one server message of a region: None for the message
+        itself, b"" for nothing, or a replacement."""
+        kind = region.kind
+        if tag == BE.ERROR_RESPONSE and region.failed is None:
+            region.failed = codec.read_error_fields(message).get("C", "XX000")
+        if kind in (_HIDE, _PROBE):
+            if tag == BE.ROW_DESCRIPTION:
+                region.described = message
+            elif tag == BE.NO_DATA:
+                region.described = b""
+            return b"" if tag != BE.READY_FOR_QUERY else None
+        if kind == _CHECK:
+            if tag == BE.ROW_DESCRIPTION and region.described is None:
+                region.described = message
+            return None
+        if tag == BE.BIND_COMPLETE:
+            region.bound = True
+            return b""
+        if tag == BE.NO_DATA:
+            return b""
+        if tag == BE.ERROR_RESPONSE:
+            if region.failed in _STALE:
+                self._auto.pop(region.prepared.name, None)
+                if region.query and self._rfq_expected == self._rfq_seen + 1 and (
+                        not self._open_batch and self._held is None):  # fmt: skip
+                    region.kind = _HIDE  # run again as it came, once this one is over
+                    return b""
+            if not region.bound:
+                return self._point_at_literal(message, region.prepared)
+        return None
+
+    def _point_at_literal(self, message: bytes, prepared: Prepared) -> bytes | None:
+        """A parameter's input error, as the server reports it for the literal: with the
+        literal's position, without the CONTEXT line that names the parameter."""
+        fields = codec.read_error_fields(message)
+        context = fields.get("W", "")
+        found = _PARAM_CONTEXT.search(context)
+        if found is None:
+            return None
+        number = int(found.group(1))
+        if 1 <= number <= len(prepared.positions):
+            fields["P"] = str(prepared.positions[number - 1])
+        lines = [line for line in context.split("\n") if not _PARAM_CONTEXT.search(line)]
+        if lines:
+            fields["W"] = "\n".join(lines)
+        else:
+            del fields["W"]
+        return codec.encode_error_fields(fields)
+
+    def _region_done(self, region: _Region, index: int) -> bool:
+        """A region's ReadyForQuery arrived; whether it is hidden from the client."""
+        kind = region.kind
+        if kind == _CHECK:
+            probe = region.probe
+            assert probe is not None
+            name = region.prepared.name
+            if probe.failed is not None:
+                self._unpreparable(region.prepared, f"the server refused it ({probe.failed})")
+            elif region.failed is None:
+                if (probe.described or b"") == (region.described or b""):
+                    if name in self._auto:
+                        self._auto[name] = True
+                else:
+                    self._unpreparable(region.prepared, "its result columns would differ")
+            if not self._auto.get(name):
+                self._auto.pop(name, None)
+        elif kind == _HIDE and region.query:
+            # A stale statement's error was hidden: the Query runs again, as it came.
+            self.out_server.append(region.query)
+            self._sync_point(FE.QUERY)
+            for flight in self._inflight:
+                if flight.rfq_index == index:
+                    flight.rfq_index = self._rfq_expected
+                    flight.error = None
+            region.query = b""
+        return kind in (_HIDE, _PROBE)
+
+    def _unpreparable(self, prepared: Prepared, reason: str) -> None:
+        self._auto.pop(prepared.name, None)
+        report = getattr(self.decider, "unpreparable", None)
+        if report is not None:
+            report(prepared.name, reason)
 
     def _function_call(self, consumed: bytes, cursor: int, start: int, end: int) -> int:
         oid = int.from_bytes(consumed[start + 5 : start + 9], "big")
@@ -521,6 +712,8 @@ class PgSession:
         for index in parses:
             parse = codec.read_parse(held[index])
             statement = self._statement(parse.query, Path.EXTENDED)
+            if self._auto and _DROPS_STATEMENTS.search(parse.query):
+                self._auto.clear()
             if self.observe_all:
                 if len(self._prepared) >= _PREPARED_MAX:
                     self._prepared.clear()
@@ -609,7 +802,7 @@ class PgSession:
                 ready = _CLIENT_READY_OBSERVED if self.observe_all else _CLIENT_READY
                 self._client.table = _CLIENT_CONSOLE if self.console_mode else ready
                 self._client.max_length = self._max_message
-                self._server.table = _SERVER_READY_OBSERVED if self.observe_all else _SERVER_READY
+                self._server.table = self._ready_table()
                 rest = consumed[end:] + self._server.take_buffer()
                 early, self._early = self._early, b""
                 if rest:
@@ -632,7 +825,32 @@ class PgSession:
                 self.out_client.append(consumed)
             return
         cursor = 0
+        regions = self._regions
         for tag, start, end in items:
+            if regions:
+                region = regions.get(self._rfq_seen + 1)
+                if region is not None:
+                    replacement = self._region_message(region, tag, consumed[start:end])
+                    if tag == BE.ERROR_RESPONSE and region.kind >= _CHECK:
+                        # Noted for the outcome, and scrubbed as any other error.
+                        error = self._server_error(replacement or consumed[start:end])
+                        replacement = error if error is not None else replacement
+                    if tag == BE.READY_FOR_QUERY:
+                        del regions[self._rfq_seen + 1]
+                        if self._region_done(region, self._rfq_seen + 1):
+                            replacement = b""
+                        if not self._hiding():
+                            self._server.table = _SERVER_EXEC if regions else self._ready_table()
+                    if replacement is not None:
+                        if cursor < start:
+                            self.out_client.append(consumed[cursor:start])
+                        if replacement:
+                            self.out_client.append(replacement)
+                        cursor = end
+                    if tag != BE.READY_FOR_QUERY:
+                        if tag == BE.COMMAND_COMPLETE and region.kind >= _CHECK:
+                            self._count_rows(consumed, start, end)
+                        continue
             if tag == BE.READY_FOR_QUERY:
                 self.tx_status = consumed[start + 5]
                 self._rfq_seen += 1
@@ -641,11 +859,7 @@ class PgSession:
                 while self._inflight and self._inflight[0].rfq_index <= self._rfq_seen:
                     self._observe(self._inflight.popleft())
             elif tag == BE.COMMAND_COMPLETE:
-                if self._inflight:
-                    flight = self._inflight[0]
-                    count = codec.read_command_rows(consumed[start:end])
-                    if count is not None:
-                        flight.rows = (flight.rows or 0) + count
+                self._count_rows(consumed, start, end)
             elif tag == BE.PARAMETER_STATUS:
                 self._parameter_status(consumed[start:end])
             elif tag == BE.ERROR_RESPONSE:
@@ -656,7 +870,7 @@ class PgSession:
                         self.out_client.append(consumed[cursor:start])
                     self.out_client.append(replacement)
                     cursor = end
-            else:  # CopyInResponse, CopyBothResponse
+            elif tag == BE.COPY_IN_RESPONSE or tag == BE.COPY_BOTH_RESPONSE:
                 self._copy_in = True
                 if self._last_sync_point == FE.SYNC and self._rfq_expected > self._rfq_seen:
                     # The Sync that followed this COPY's Execute reached a server
@@ -666,11 +880,23 @@ class PgSession:
         if cursor < len(consumed):
             self.out_client.append(consumed[cursor:] if cursor else consumed)
 
+    def _count_rows(self, consumed: bytes, start: int, end: int) -> None:
+        if self._inflight:
+            flight = self._inflight[0]
+            count = codec.read_command_rows(consumed[start:end])
+            if count is not None:
+                flight.rows = (flight.rows or 0) + count
+
+    def _ready_table(self) -> bytes:
+        return _SERVER_READY_OBSERVED if self.observe_all else _SERVER_READY
+
     def _parameter_status(self, message: bytes) -> None:
         name, value = codec.read_parameter_status(message)
         self.server_params[name] = value
         if name == "standard_conforming_strings":
             self._escapes = value == "off"
+        elif name == "client_encoding":
+            self._utf8 = value.upper() in ("UTF8", "UNICODE")
 
     def _server_error(self, message: bytes) -> bytes | None:
         """Swap the server's error for a denial's; note errors for outcomes."""

@@ -12,8 +12,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sqlx.agents.explain import Explanation, ExplanationLog, read
+from sqlx.air.parameters import placeholder_text
 from sqlx.proxy.decision import traceparent_of
-from sqlx.proxy.telemetry import LatencyTable, query_text, statement_kind
+from sqlx.proxy.telemetry import LatencyTable, statement_kind
 
 
 def test_statement_kind_is_a_bounded_label() -> None:
@@ -25,8 +26,8 @@ def test_statement_kind_is_a_bounded_label() -> None:
 
 def test_query_text_has_no_literals_and_no_comments() -> None:
     sql = "/*traceparent='00-ab-cd-01',user='x'*/ SELECT * FROM t WHERE a = 'secret' AND b = 42"
-    assert query_text(sql) == "SELECT * FROM t WHERE a = $1 AND b = $2"
-    assert query_text("not sql at all ((") == ""
+    assert placeholder_text(sql) == "SELECT * FROM t WHERE a = $1 AND b = $2"
+    assert placeholder_text("not sql at all ((") == ""
 
 
 def test_traceparent_is_read_from_a_sqlcommenter_comment() -> None:
