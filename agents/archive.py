@@ -39,6 +39,7 @@ from sqlx.air.api import lower_all, summary_of
 from sqlx.air.errors import LoweringError
 from sqlx.air.features import FEATURES, FEATURES_VERSION, features
 from sqlx.config.schema import ArchiveConfig, RewardWeights
+from sqlx.models.features import NO_PLAN, PLAN_FEATURES
 
 log = structlog.get_logger("sqlx.archive")
 
@@ -64,6 +65,7 @@ SCHEMA = pa.schema([
     ("error_class", pa.string()),
     ("verdict", pa.string()),
     ("plan_hash", pa.string()),
+    ("plan_features", pa.list_(pa.float32(), len(PLAN_FEATURES))),
     ("strategy", pa.string()),
     ("cache_hit_ratio", pa.float64()),
     ("policy_compliance", pa.float64()),
@@ -95,7 +97,7 @@ class Archive:
         self.weights = weights
         self.on_window = on_window  # (mean reward, rows) of each window, for metrics
         self.rows_written = 0
-        self._queue: queue.SimpleQueue[tuple[list[dict[str, Any]], float, float, float] | None]
+        self._queue: queue.SimpleQueue[tuple[list[dict[str, Any]], float, float] | None]
         self._queue = queue.SimpleQueue()
         self._air: dict[str, _ShapeAir] = {}
         self._buffer: list[dict[str, Any]] = []
@@ -104,11 +106,10 @@ class Archive:
         self._thread = threading.Thread(target=self._run, name="sqlx-archive", daemon=True)
         self._thread.start()
 
-    def submit(self, rows: list[dict[str, Any]], start: float, end: float,
-               cache_hit_ratio: float) -> None:  # fmt: skip
+    def submit(self, rows: list[dict[str, Any]], start: float, end: float) -> None:
         """A closed window (epoch seconds): never blocks the caller."""
         if rows:
-            self._queue.put((rows, start, end, cache_hit_ratio))
+            self._queue.put((rows, start, end))
 
     def close(self) -> None:
         """Write what is queued and buffered, then stop."""
@@ -138,7 +139,7 @@ class Archive:
                 log.exception("archive write failed")
                 self._buffer = []
 
-    def _add(self, rows: list[dict[str, Any]], start: float, end: float, hit_ratio: float) -> None:
+    def _add(self, rows: list[dict[str, Any]], start: float, end: float) -> None:
         if not self._buffer:
             self._buffer_since = time.monotonic()
         total_reward = 0.0
@@ -149,7 +150,7 @@ class Archive:
                     self._air.clear()
                 air = self._air[row["fingerprint"]] = _ShapeAir(row["text"])
             window = Window(row["calls"], row["latency_ms_mean"], row["errors"], row["denied"],
-                            row["connection_errors"], round(hit_ratio * row["calls"]))  # fmt: skip
+                            row["connection_errors"], row.get("prepared", 0))  # fmt: skip
             parts = components(window)
             value = reward(window, self.weights)
             total_reward += value * row["calls"]
@@ -165,6 +166,7 @@ class Archive:
                 "errors": row["errors"], "error_rate": parts["error_rate"],
                 "error_class": row["error_class"], "verdict": row["verdict"],
                 "plan_hash": row.get("plan_hash"), "strategy": row.get("strategy", "forward"),
+                "plan_features": row.get("plan_features", NO_PLAN),
                 "cache_hit_ratio": parts["cache_hit_ratio"],
                 "policy_compliance": parts["policy_compliance"],
                 "availability": parts["availability"], "reward": value,

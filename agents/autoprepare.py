@@ -24,6 +24,7 @@ from collections import OrderedDict
 from typing import Any
 
 from sqlx.agents.explain import Explanation, ExplanationLog, new_id
+from sqlx.agents.plan_cache import PlanCache
 from sqlx.air import parameters
 from sqlx.air.pg import fingerprint_of
 from sqlx.config.schema import AutoPrepareConfig
@@ -44,22 +45,22 @@ _NOT_PREPARABLE = None
 class _Entry:
     """A template that is prepared: everything but the values."""
 
-    __slots__ = ("decision", "fingerprint", "name", "template")
+    __slots__ = ("fingerprint", "name", "template")
 
     def __init__(self, template: parameters.Template, fingerprint: str | None) -> None:
         self.template = template
         self.fingerprint = fingerprint
         digest = hashlib.blake2b(f"{template.text}\x00{template.types}".encode(), digest_size=8)
         self.name = f"sqlx_ap_{digest.hexdigest()}"
-        self.decision = Decision(Verdict.ALLOW, fingerprint=fingerprint)
 
 
 class AutoPrepare:
     """A decider wrapped with auto-prepare (see the module docstring)."""
 
-    def __init__(self, inner: Decider, config: AutoPrepareConfig,
-                 log: ExplanationLog | None = None) -> None:  # fmt: skip
+    def __init__(self, inner: Decider, config: AutoPrepareConfig, log: ExplanationLog | None = None,
+                 plans: PlanCache | None = None) -> None:  # fmt: skip
         self.inner = inner
+        self.plans = plans
         self.config = config
         self.log = log
         # Template key -> executions seen so far (int), its entry, or None (not preparable).
@@ -95,9 +96,11 @@ class AutoPrepare:
         template = found.template
         positions = tuple(cut.spans[i][0] + 1 for i in template.params)
         prepared = Prepared(found.name, template.text, template.types, values, positions)
-        return Decision(Verdict.ALLOW, fingerprint=found.fingerprint,
-                        score=found.decision.score, klass=found.decision.klass,
-                        prepared=prepared)  # fmt: skip
+        plan = self.plans.strategy_of(found.fingerprint) if self.plans is not None else None
+        if plan is None:
+            return Decision(Verdict.ALLOW, fingerprint=found.fingerprint, prepared=prepared)
+        return Decision(Verdict.ALLOW, fingerprint=found.fingerprint, score=plan.score,
+                        klass=plan.klass, prepared=prepared)  # fmt: skip
 
     def observe(self, outcome: Outcome) -> None:
         self.inner.observe(outcome)

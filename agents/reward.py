@@ -9,9 +9,8 @@ with the weights of `aif.reward` in the config and, for the window:
 - error_rate: executions the server failed / executions;
 - policy_compliance: executions that ran within policy (allowed, or rewritten
   so that they comply) / executions; a denied execution counts 0;
-- cache_hit_ratio: executions answered from a cache (the plan cache's
-  prepared statement, once there is one; until then the decision cache) /
-  executions;
+- cache_hit_ratio: executions that ran as the plan cache's prepared
+  statement (auto-prepare) / executions;
 - availability: executions not lost to a connection failure (SQLSTATE
   class 08) / executions.
 

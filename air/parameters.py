@@ -217,16 +217,22 @@ def _is_const(node: Any) -> bool:
     return isinstance(node, dict) and "A_Const" in node
 
 
-def parameterize(sql: str, cut: Split) -> Template | None:
-    """The prepared form of every text with `cut.key`; None if they cannot be prepared."""
+def dml_statement(sql: str) -> dict[str, Any] | None:
+    """The parse tree of `sql` if it is exactly one SELECT, INSERT, UPDATE or DELETE."""
     try:
         statements = parse_json(sql)
     except LoweringError:
         return None
     if len(statements) != 1:
         return None
-    stmt = statements[0]["stmt"]
-    if next(iter(stmt)) not in _STATEMENTS:
+    stmt: dict[str, Any] = statements[0]["stmt"]
+    return stmt if next(iter(stmt)) in _STATEMENTS else None
+
+
+def parameterize(sql: str, cut: Split) -> Template | None:
+    """The prepared form of every text with `cut.key`; None if they cannot be prepared."""
+    stmt = dml_statement(sql)
+    if stmt is None:
         return None
     constants: dict[int, _Const] = {}
     if not _constants(stmt, constants):

@@ -116,34 +116,38 @@ def _start_pgbouncer(workdir: Path, upstream_port: int, account: str | None) -> 
     return proc, port
 
 
-def _start_sqlx(workdir: Path, upstream_dsn: str, full: bool,
-                profile_to: Path | None = None) -> tuple:  # fmt: skip
-    """The proxy: pass-through (no policy, telemetry off), or the full pipeline."""
+def _start_sqlx(workdir: Path, upstream_dsn: str, full: bool, profile_to: Path | None = None,
+                name: str | None = None, env: dict[str, str] | None = None) -> tuple:  # fmt: skip
+    """The proxy: pass-through (no policy, telemetry and auto-prepare off), or the full
+    pipeline (with `env` overrides)."""
     port = free_port()
     cmd = [sys.executable]
     if profile_to is not None:
         cmd += ["-m", "cProfile", "-o", str(profile_to)]
-    name = "full" if full else "pass"
+    name = name or ("full" if full else "pass")
     cmd += ["-m", "sqlx.cli.main", "proxy", "--upstream", upstream_dsn,
             "--listen", f"127.0.0.1:{port}", "--http-listen", f"127.0.0.1:{free_port()}",
             "--data-dir", str(workdir / f"var-{name}")]  # fmt: skip
-    env = {**os.environ, "SQLX_LOG__LEVEL": "warning"}
+    environ = {**os.environ, "SQLX_LOG__LEVEL": "warning", **(env or {})}
     if full:
         pack = workdir / "bench-pack.yaml"
         pack.write_text(BENCH_PACK)
         cmd += ["--policy", str(pack)]
     else:
-        env["SQLX_TELEMETRY__ENABLED"] = "false"
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        environ["SQLX_TELEMETRY__ENABLED"] = "false"
+        environ["SQLX_AIF__AUTO_PREPARE__ENABLED"] = "false"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=environ)  # fmt: skip
     _wait_port(port)
     return proc, port
 
 
-def _pgbench(port: int, mode: str, clients: int, seconds: int) -> dict[str, float]:
+def _pgbench(port: int, mode: str, clients: int, seconds: int,
+             script: tuple[str, ...] = ("-S",)) -> dict[str, float]:  # fmt: skip
     dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres?sslmode=disable"
     jobs = min(clients, os.cpu_count() or 1)
     out = subprocess.run(
-        [client_binary("pgbench"), "-n", "-S", "-M", mode, "-c", str(clients), "-j", str(jobs),
+        [client_binary("pgbench"), "-n", *script, "-M", mode, "-c", str(clients), "-j", str(jobs),
          "-T", str(seconds), dsn],
         capture_output=True, text=True, timeout=seconds + 60,
     )  # fmt: skip

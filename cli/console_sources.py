@@ -6,13 +6,15 @@ from collections.abc import Callable
 
 from sqlx.agents.decider import PolicyDecider
 from sqlx.agents.explain import ExplanationLog
+from sqlx.agents.plan_cache import PlanCache
 from sqlx.proxy.console import Sources, when_text
 from sqlx.proxy.pg.server import PgProxy
 from sqlx.proxy.telemetry import Telemetry
 
 
 def console_sources(proxy: PgProxy, decider: PolicyDecider, telemetry: Telemetry | None,
-                    log: ExplanationLog, reload: Callable[[], None]) -> Sources:  # fmt: skip
+                    log: ExplanationLog, reload: Callable[[], None],
+                    plans: PlanCache) -> Sources:  # fmt: skip
     def stats() -> list[tuple[str, object]]:
         rows: list[tuple[str, object]] = [
             ("clients", len(proxy.clients)),
@@ -20,6 +22,11 @@ def console_sources(proxy: PgProxy, decider: PolicyDecider, telemetry: Telemetry
             ("decision_cache_hits", decider.hits),
             ("decision_cache_misses", decider.misses),
             ("policy_rules", len(decider.policy.rules)),
+            ("plan_cache_entries", len(plans.entries)),
+            ("plan_cache_hits", plans.hits),
+            ("plan_cache_misses", plans.misses),
+            ("plan_cache_hit_ratio", round(plans.hit_ratio, 4)),
+            ("reward_model", plans.model.version if plans.model else "heuristic"),
         ]
         if telemetry is not None:
             for family in telemetry.registry.collect():
@@ -48,9 +55,12 @@ def console_sources(proxy: PgProxy, decider: PolicyDecider, telemetry: Telemetry
             return []
         rows = []
         for shape in telemetry.fingerprints.top():
+            plan = shape.plan
+            known = (plan.strategy, plan.plan_hash, plan.score, plan.klass, plan.model,
+                     f"hit ratio {plans.hit_ratio:.3f}") if plan else (None,) * 6  # fmt: skip
             rows.append((shape.fingerprint, shape.text[:200], shape.calls,
                          round(shape.total_ms, 3), round(shape.total_ms / shape.calls, 3),
-                         round(shape.max_ms, 3), shape.errors))  # fmt: skip
+                         round(shape.max_ms, 3), shape.errors, shape.prepared, *known))  # fmt: skip
         return rows
 
     def explanations() -> list[tuple[object, ...]]:

@@ -35,6 +35,9 @@ def _bench_args(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     cpu.add_argument("--seconds", type=int, default=8)
     cpu.add_argument("--rounds", type=int, default=2)
     cpu.add_argument("--out", default="bench")
+    model = bsub.add_parser("model", help="run the reward model's workload and train on it")
+    model.add_argument("--seconds", type=int, default=60)
+    model.add_argument("--registry", help="registry folder (default: the shipped models/)")
     ab = bsub.add_parser("air", help="AIR lowering, planning and emission times")
     ab.add_argument("--runs", type=int, default=2000)
     ab.add_argument("--out", default="bench")
@@ -45,10 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _proxy_args(sub)
     _bench_args(sub)
-    from sqlx.cli import air_cmd, explain_cmd
+    from sqlx.cli import air_cmd, explain_cmd, models_cmd
 
     air_cmd.add_parser(sub)
     explain_cmd.add_parser(sub)
+    models_cmd.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "proxy":
         from sqlx.cli.run_proxy import run_proxy
@@ -58,10 +62,16 @@ def main(argv: list[str] | None = None) -> int:
         return air_cmd.run(args)
     if args.command == "explain":
         return explain_cmd.run(args)
+    if args.command == "models":
+        return models_cmd.run(args)
     if args.command == "bench" and args.bench == "cpu":
         from sqlx.bench.cpu_per_tx import run_from_args as run_cpu
 
         return run_cpu(args)
+    if args.command == "bench" and args.bench == "model":
+        from sqlx.bench.model_workload import run_from_args as run_model
+
+        return run_model(args)
     if args.command == "bench" and args.bench == "air":
         from sqlx.bench.air_bench import run_from_args as run_air
 

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import structlog
 import uvloop
 
@@ -24,6 +25,8 @@ from sqlx.agents.autoprepare import AutoPrepare
 from sqlx.agents.catalog import CatalogStore
 from sqlx.agents.decider import PolicyDecider
 from sqlx.agents.explain import ExplanationLog
+from sqlx.agents.model_watch import ModelWatch
+from sqlx.agents.plan_cache import PlanCache
 from sqlx.air.cache import LoweringCache
 from sqlx.cli.console_sources import console_sources
 from sqlx.cli.logs import configure_logging
@@ -101,6 +104,7 @@ class ProxyApp:
             log.error("config reload rejected; keeping the running config", error=str(exc))
             return
         self.decider.reload(policy)
+        self.models.check(force=True)
         if self.proxy.console is not None:
             self.proxy.console.users = frozenset(config.admin.users)
         log.info("policy loaded", packs=[str(p) for p in config.policy.packs],
@@ -134,26 +138,42 @@ class ProxyApp:
         self.decider = PolicyDecider(policy, catalogs, self.explanations,
                                      config.policy.decision_cache_size, lowering)  # fmt: skip
         catalogs.on_change = self.decider.invalidate
-        refresher = asyncio.get_running_loop().create_task(
-            catalogs.refresh_every(config.policy.catalog_refresh_s))  # fmt: skip
+        loop_ = asyncio.get_running_loop()
+        refresher = loop_.create_task(catalogs.refresh_every(config.policy.catalog_refresh_s))
         self.telemetry: Telemetry | None = None
         decider: Decider = self.decider
+        aif = config.aif
+        self.plans = PlanCache(aif.plan_cache, aif.models, aif.reward)
+        # The model is loaded (and its sha256 checked) before any client is accepted.
+        self.models = ModelWatch(config.data_dir / aif.models.registry, aif.models.reward_regressor,
+                                 self.plans)  # fmt: skip
+        self.models.start()
         self.auto_prepare: AutoPrepare | None = None
-        if config.aif.auto_prepare.enabled:
-            self.auto_prepare = AutoPrepare(decider, config.aif.auto_prepare, self.explanations)
+        if aif.auto_prepare.enabled:
+            self.auto_prepare = AutoPrepare(decider, aif.auto_prepare, self.explanations,
+                                            self.plans)  # fmt: skip
             decider = self.auto_prepare
         if config.telemetry.enabled:
             telemetry = config.telemetry
             self.telemetry = Telemetry(config.data_dir, telemetry.sampling_ratio,
                                        telemetry.otlp_endpoint, lowering=lowering)  # fmt: skip
             decider = Instrumented(decider, self.telemetry)
+            self.telemetry.plans = self.plans
+        background = [refresher, loop_.create_task(self.models.watch())]
+        if aif.plan_cache.explain:
+            kwargs = asyncpg_kwargs(target)
+
+            async def connect(database: str) -> asyncpg.Connection:
+                return await asyncpg.connect(**{**kwargs, "database": database})
+
+            background.append(loop_.create_task(self.plans.sample_plans(connect)))
         self.archive: Archive | None = None
         self.last_reward = 0.0
         windows = None
         if self.telemetry is not None and config.aif.archive.enabled:
             self.archive = Archive(config.data_dir, config.aif.archive, config.aif.reward,
                                    self._rewarded)  # fmt: skip
-            self._window_start, self._window_hits = time.time(), (0, 0)
+            self._window_start = time.time()
             windows = asyncio.get_running_loop().create_task(self._windows())
         if config.policy.packs:
             log.info("policy loaded", packs=[str(p) for p in config.policy.packs],
@@ -202,7 +222,8 @@ class ProxyApp:
             await http.close()
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)
-        refresher.cancel()
+        for task in background:
+            task.cancel()
         if windows is not None and self.archive is not None:
             windows.cancel()
             self._close_window()
@@ -215,7 +236,7 @@ class ProxyApp:
 
     def _console(self, config: Config, target: UpstreamTarget) -> AdminConsole:
         sources = console_sources(self.proxy, self.decider, self.telemetry, self.explanations,
-                                  self.reload)  # fmt: skip
+                                  self.reload, self.plans)  # fmt: skip
         return AdminConsole(config.admin.users, target.database or "postgres", sources)
 
     async def _windows(self) -> None:
@@ -227,12 +248,10 @@ class ProxyApp:
     def _close_window(self) -> None:
         assert self.telemetry is not None and self.archive is not None
         now = time.time()
-        hits, misses = self.decider.hits, self.decider.misses
-        d_hits, d_misses = hits - self._window_hits[0], misses - self._window_hits[1]
-        ratio = d_hits / (d_hits + d_misses) if d_hits + d_misses else 0.0
         rows = self.telemetry.fingerprints.close_window()
-        self.archive.submit(rows, self._window_start, now, ratio)
-        self._window_start, self._window_hits = now, (hits, misses)
+        self.plans.absorb(rows)
+        self.archive.submit(rows, self._window_start, now)
+        self._window_start = now
 
     def _rewarded(self, mean_reward: float, shapes: int) -> None:
         """A window reached the archive (called from its thread)."""
@@ -253,6 +272,19 @@ class ProxyApp:
                         lambda: decider.misses)  # fmt: skip
         telemetry.gauge("sqlx_decision_cache_entries", "Decisions cached",
                         lambda: decider.cached)  # fmt: skip
+        plans, auto = self.plans, self.auto_prepare
+        telemetry.gauge("sqlx_plan_cache_hits", "Statements whose shape had a live entry",
+                        lambda: plans.hits)  # fmt: skip
+        telemetry.gauge("sqlx_plan_cache_misses", "Statements whose shape's entry was made or "
+                        "refreshed", lambda: plans.misses)  # fmt: skip
+        telemetry.gauge("sqlx_plan_cache_hit_ratio", "Plan cache hits / lookups",
+                        lambda: plans.hit_ratio)  # fmt: skip
+        telemetry.gauge("sqlx_plan_cache_entries", "Query shapes in the plan cache",
+                        lambda: len(plans.entries))  # fmt: skip
+        telemetry.gauge("sqlx_auto_prepared_templates", "Statement templates run prepared",
+                        lambda: auto.prepared_templates if auto else 0)  # fmt: skip
+        telemetry.gauge("sqlx_model_served", "1 if a registry model scores shapes, 0 if the "
+                        "heuristic does", lambda: float(plans.model is not None))  # fmt: skip
         telemetry.gauge("sqlx_reward", "Mean reward (spec 4.1) of the last archived window",
                         lambda: self.last_reward)  # fmt: skip
         telemetry.gauge("sqlx_archive_rows", "Rows written to the ATS archive",

@@ -7,7 +7,8 @@ database, then never sends it a statement). Commands, case-insensitive:
     SHOW STATS          totals since start: statements, denials, rewrites, errors
     SHOW CLIENTS        one row per client connection
     SHOW POLICIES       the rules in force
-    SHOW FINGERPRINTS   query shapes by total time (calls, mean, max, errors)
+    SHOW FINGERPRINTS   query shapes by total time (calls, mean, max, errors) and what
+                        the plan cache knows of each (strategy, plan, score, class)
     SHOW EXPLANATIONS   the latest explanation records
     RELOAD              read the config and policy packs again (as SIGHUP)
     SHOW HELP           this list
@@ -66,7 +67,8 @@ class AdminConsole:
             return _table(("rule", "action", "when", "mask", "predicate"), src.policies())
         if command == "SHOW FINGERPRINTS":
             return _table(("fingerprint", "query", "calls", "total_ms", "mean_ms", "max_ms",
-                           "errors"), src.fingerprints())  # fmt: skip
+                           "errors", "prepared", "strategy", "plan_hash", "score", "class",
+                           "model", "plan_cache"), src.fingerprints())  # fmt: skip
         if command == "SHOW EXPLANATIONS":
             return _table(("id", "time", "decision", "user", "database", "summary", "rule",
                            "reason"), src.explanations())  # fmt: skip

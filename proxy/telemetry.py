@@ -27,7 +27,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -109,23 +109,24 @@ class Shape:
     statement kind, counters for SHOW FINGERPRINTS, and what its spans say of its AIR
     (lowered once, from the placeholder text, on the first sampled span)."""
 
-    __slots__ = ("air", "closed", "fingerprint", "kind", "text", "window")
+    __slots__ = ("air", "closed", "fingerprint", "kind", "plan", "text", "window")
 
     def __init__(self, fingerprint: str, sql: str) -> None:
         self.fingerprint = fingerprint
         self.text = placeholder_text(sql)
         self.kind = statement_kind(sql)
         self.air: _ShapeAir | None = None
+        self.plan: Any = None  # the plan cache's entry for the shape, if there is a plan cache
         # Statements are counted in the current window only; a closed window's counts
-        # are added to `closed` (calls, total_ms, errors, max_ms).
+        # are added to `closed` (calls, total_ms, errors, max_ms, prepared).
         self.window = ShapeWindow()
-        self.closed = (0, 0.0, 0, 0.0)
+        self.closed = (0, 0.0, 0, 0.0, 0)
 
     def close(self) -> None:
-        calls, total_ms, errors, max_ms = self.closed
+        calls, total_ms, errors, max_ms, prepared = self.closed
         w = self.window
         self.closed = (calls + w.calls, total_ms + w.total_ms, errors + w.errors,
-                       max(max_ms, w.max_ms))  # fmt: skip
+                       max(max_ms, w.max_ms), prepared + w.prepared)  # fmt: skip
         self.window = ShapeWindow()
 
     @property
@@ -144,12 +145,16 @@ class Shape:
     def max_ms(self) -> float:
         return max(self.closed[3], self.window.max_ms)
 
+    @property
+    def prepared(self) -> int:
+        return self.closed[4] + self.window.prepared
+
 
 class ShapeWindow:
     """What one shape did since the archive's last window closed."""
 
     __slots__ = ("calls", "conn_errors", "denied", "error_class", "errors", "histogram",
-                 "max_ms", "rows", "total_ms", "verdict")  # fmt: skip
+                 "max_ms", "prepared", "rows", "total_ms", "verdict")  # fmt: skip
 
     def __init__(self) -> None:
         self.calls = 0
@@ -158,6 +163,7 @@ class ShapeWindow:
         self.errors = 0
         self.conn_errors = 0
         self.denied = 0
+        self.prepared = 0  # executions run as an auto-prepared statement
         self.rows = 0
         # Latency in powers of two of microseconds: bucket b holds [2^(b-1), 2^b) µs.
         self.histogram: dict[int, int] = {}
@@ -182,7 +188,7 @@ class FingerprintStats:
         self.shapes: dict[str, Shape] = {}
 
     def add(self, sql: str, elapsed_ms: float, error: str | None = None, verdict: str = "allow",
-            rows: int | None = None) -> Shape:  # fmt: skip
+            rows: int | None = None, prepared: bool = False) -> Shape:  # fmt: skip
         """Count one statement; its shape (counted only while the table has room)."""
         fp = fingerprint_of(sql) or "unparsable"
         shape = self.shapes.get(fp)
@@ -200,6 +206,8 @@ class FingerprintStats:
         w.histogram[bucket] = w.histogram.get(bucket, 0) + 1
         if rows:
             w.rows += rows
+        if prepared:
+            w.prepared += 1
         if verdict != "allow":
             w.verdict = verdict
             if verdict == "deny":
@@ -224,7 +232,7 @@ class FingerprintStats:
                 "latency_ms_p50": w.percentile_ms(0.5), "latency_ms_p95": w.percentile_ms(0.95),
                 "latency_ms_max": w.max_ms, "rows": w.rows, "errors": w.errors,
                 "connection_errors": w.conn_errors, "denied": w.denied,
-                "error_class": w.error_class, "verdict": w.verdict,
+                "error_class": w.error_class, "verdict": w.verdict, "prepared": w.prepared,
             })  # fmt: skip
             shape.close()
         return rows
@@ -271,6 +279,14 @@ def _shape_air(shape: Shape, sql: str, lowering: LoweringCache) -> _ShapeAir:
     return _ShapeAir(name, attributes, events)
 
 
+class Plans(Protocol):
+    """The copilot's plan cache, as telemetry sees it: an entry per shape (with `score`,
+    `klass`, `model`, `plan_hash`, `strategy`), made or refreshed when missing or stale."""
+
+    def lookup(self, entry: Any, fingerprint: str, text: str, kind: str,
+               database: str) -> Any: ...  # fmt: skip
+
+
 class Telemetry:
     """Metrics registry, tracer and the span worker of one proxy process."""
 
@@ -298,6 +314,7 @@ class Telemetry:
         self.tracer = self.provider.get_tracer("sqlx.proxy")
         self._lowering = lowering or LoweringCache(10_000)
         self._pending: list[tuple[Outcome, int]] = []
+        self.plans: Plans | None = None
 
     def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
         """A value read when /metrics is scraped (client connections, cache hits ...)."""
@@ -324,13 +341,21 @@ class Telemetry:
         had to send. A thread would do no better: it would hold the GIL against the loop."""
         pending, self._pending = self._pending, []
         add_shape, add_latency, ratio = self.fingerprints.add, self.latency.add, self.ratio
+        plans = self.plans
         for outcome, end_ns in pending:
-            sql = outcome.statements[0].sql
+            first = outcome.statements[0]
+            sql = first.sql
             decision = outcome.decision
             ms = outcome.elapsed_s * 1000
             error = outcome.error_sqlstate
             verdict = decision.verdict.value
-            shape = add_shape(sql, ms, error, verdict, outcome.rows) if sql else None
+            shape = None
+            if sql:
+                shape = add_shape(sql, ms, error, verdict, outcome.rows,
+                                  decision.prepared is not None)  # fmt: skip
+                if plans is not None:
+                    shape.plan = plans.lookup(shape.plan, shape.fingerprint, shape.text,
+                                              shape.kind, first.facts.database)  # fmt: skip
             add_latency(shape.kind if shape else "FUNCTION_CALL", verdict, ms)
             if decision.verdict is Verdict.DENY:
                 self.denials.labels(decision.rule or "unknown").inc()
@@ -372,6 +397,16 @@ class Telemetry:
                 shape.air = _shape_air(shape, statement.sql, self._lowering)
             name, events = shape.air.name, shape.air.events
             attributes.update(shape.air.attributes)
+            plan = shape.plan
+            if plan is not None:
+                attributes["sqlx.copilot.score"] = plan.score
+                attributes["sqlx.copilot.class"] = plan.klass
+                attributes["sqlx.copilot.model"] = plan.model
+                attributes["sqlx.copilot.strategy"] = (
+                    "auto-prepare" if outcome.decision.prepared is not None else "forward"
+                )
+                if plan.plan_hash:
+                    attributes["sqlx.plan.hash"] = plan.plan_hash
         context = _PROPAGATOR.extract({"traceparent": parent[0]}) if parent else None
         if context is None and outcome.decision.trace_id:
             sampled = trace.TraceFlags(trace.TraceFlags.SAMPLED)

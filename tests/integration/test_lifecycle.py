@@ -46,7 +46,10 @@ def test_env_overrides_config(pg: PgServer, tmp_path) -> None:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
-        line = env_proc.stdout.readline()
+        line = ""
+        while '"listening"' not in line:  # start-up lines (the model served) come first
+            line = env_proc.stdout.readline()
+            assert line, "the proxy exited"
         assert f"127.0.0.1:{port}" in line
     finally:
         env_proc.terminate()
