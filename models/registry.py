@@ -87,6 +87,7 @@ class Registry:
         entry = Entry(model_id, version, sha256_of(artifact), created, metrics)
         self.folder.mkdir(parents=True, exist_ok=True)
         shutil.move(str(artifact), self.artifact(entry))
+        self.artifact(entry).chmod(0o644)
         self._write([*self.entries(), entry])
         return entry
 

@@ -110,9 +110,9 @@ def train(archive: Path, registry: Registry, model_id: str,
         "held_out_mae_log_ms": round(mae_log, 5), "held_out_mae_ms": round(mae_ms, 5),
         "held_out_r2": round(r2, 5), "loss": round(float(network.loss_), 6),
         "train_s": round(time.monotonic() - started, 3),
+        "size_bytes": float(Path(out.name).stat().st_size),
     }  # fmt: skip
-    entry = registry.register(model_id, Path(out.name), metrics)
-    metrics["size_bytes"] = float(registry.artifact(entry).stat().st_size)
     if not math.isfinite(metrics["held_out_mae_ms"]):
+        Path(out.name).unlink()
         raise TrainingError("training diverged")
-    return entry, metrics
+    return registry.register(model_id, Path(out.name), metrics), metrics

@@ -93,7 +93,7 @@ def test_the_plan_cache_knows_each_shape(pg: PgServer, tmp_path: Path) -> None:
         assert point["calls"] == "10" and point["strategy"] == "auto-prepare"
         assert int(point["prepared"]) >= 7  # all but the executions before the threshold
         assert point["plan_hash"] and point["class"] == "latency-sensitive"
-        assert point["model"] == "heuristic"  # the registry holds no model
+        assert point["model"] == "sqlx-reward-regressor-v1@1.0.0"  # the shipped model, seeded
         join = next(r for r in rows if "JOIN" in r["query"])
         assert join["plan_hash"] and join["plan_hash"] != point["plan_hash"]
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{proxy.http_port}/metrics").read()
