@@ -26,7 +26,7 @@ from typing import Any
 from sqlx.agents.explain import Explanation, ExplanationLog, new_id
 from sqlx.agents.plan_cache import PlanCache
 from sqlx.air import parameters
-from sqlx.air.pg import fingerprint_of
+from sqlx.air.pg import fingerprint_of, known_fingerprint
 from sqlx.config.schema import AutoPrepareConfig
 from sqlx.proxy.decision import (
     ALLOW,
@@ -76,26 +76,26 @@ class AutoPrepare:
     # --- the hook -------------------------------------------------------------------
 
     def decide(self, statement: Statement) -> Decision:
-        decision = self.inner.decide(statement)
-        if decision is not ALLOW or statement.path is not Path.SIMPLE or statement.escapes:
-            return decision
+        if statement.path is not Path.SIMPLE or statement.escapes:
+            return self.inner.decide(statement)
         cut = parameters.split(statement.sql)
-        if cut is None:
+        found = self._templates.get(cut.key, 0) if cut is not None else None
+        if isinstance(found, _Entry) and found.fingerprint:
+            # Literals do not change a fingerprint: the text's is its template's.
+            known_fingerprint(statement.sql, found.fingerprint)
+        decision = self.inner.decide(statement)
+        if decision is not ALLOW or cut is None or found is _NOT_PREPARABLE:
             return decision
-        templates = self._templates
-        found = templates.get(cut.key, 0)
         if isinstance(found, int):
             found = self._count(statement.sql, cut, found)
             if found is None:
                 return decision
-        elif found is _NOT_PREPARABLE:
-            return decision
         values = parameters.param_values(found.template, cut)
         if values is None:
             return decision
         template = found.template
-        positions = tuple(cut.spans[i][0] + 1 for i in template.params)
-        prepared = Prepared(found.name, template.text, template.types, values, positions)
+        prepared = Prepared(found.name, template.text, template.types, values, cut.spans,
+                            template.params)  # fmt: skip
         plan = self.plans.strategy_of(found.fingerprint) if self.plans is not None else None
         if plan is None:
             return Decision(Verdict.ALLOW, fingerprint=found.fingerprint, prepared=prepared)

@@ -71,6 +71,7 @@ class Template(NamedTuple):
     # Literals left in the text (`date '2024-01-01'`, ORDER BY 1): another text of the
     # key runs this way only if it has the same values there.
     kept: tuple[tuple[int, str], ...] = ()
+    plain: bool = False  # every literal is a parameter, none negated: the values are the cut's
 
 
 def placeholder_text(sql: str) -> str:
@@ -92,8 +93,36 @@ def _number_type(text: str) -> int:
     return NUMERIC
 
 
+# A text with every digit made 0 -> how its cut went, for texts whose digits are all in
+# literals: another text with the same digit-less form is the same template with other
+# numbers, cut at the same places (a number's type is read again: 10 digits may be int8).
+_DIGITS = str.maketrans("123456789", "000000000")
+_SHORTCUTS: dict[str, tuple[tuple[str, tuple[int, ...]], tuple[tuple[int, int], ...],
+                            tuple[int, ...]]] = {}  # fmt: skip
+_SHORTCUTS_MAX = 10_000
+_WIDE = 10  # digits from which an integer's type depends on its value
+
+
 def split(sql: str) -> Split | None:
     """Cut `sql` at its literals; None if the text holds something the cut cannot read."""
+    form = sql.translate(_DIGITS)
+    shortcut = _SHORTCUTS.get(form)
+    if shortcut is not None:
+        key, spans, kinds = shortcut
+        values = []
+        for (start, end), kind in zip(spans, kinds, strict=True):
+            if kind == UNKNOWN:
+                body = sql[start + 1 : end - 1]
+                values.append(body.replace("''", "'") if "''" in body else body)
+            elif kind == INT4 and end - start >= _WIDE:
+                return _cut(sql, form)  # the type may differ: cut it properly
+            else:
+                values.append(sql[start:end])
+        return Split(key, tuple(values), spans)
+    return _cut(sql, form)
+
+
+def _cut(sql: str, form: str) -> Split | None:
     pieces: list[str] = []
     types: list[int] = []
     values: list[str] = []
@@ -119,7 +148,15 @@ def split(sql: str) -> Split | None:
     if not spans:
         return None
     pieces.append(sql[cursor:])
-    return Split(("\x00".join(pieces), tuple(types)), tuple(values), tuple(spans))
+    cut = Split(("\x00".join(pieces), tuple(types)), tuple(values), tuple(spans))
+    if not any(c.isdigit() for piece in pieces for c in piece):
+        if len(_SHORTCUTS) >= _SHORTCUTS_MAX:
+            _SHORTCUTS.clear()
+        # An integer's type is read from its value: any width of digits is kind INT4.
+        kinds = tuple(INT4 if t != UNKNOWN and values[i].isdigit() else t
+                      for i, t in enumerate(types))  # fmt: skip
+        _SHORTCUTS[form] = (cut.key, cut.spans, kinds)
+    return cut
 
 
 def _signed_type(value: str) -> int:
@@ -135,6 +172,8 @@ def _signed_type(value: str) -> int:
 def param_values(template: Template, cut: Split) -> tuple[str, ...] | None:
     """The parameter values of one execution; None if it cannot run as `template`
     (a literal left in the text differs, or a folded minus changes a type)."""
+    if template.plain:
+        return cut.values
     for index, value in template.kept:
         if cut.values[index] != value:
             return None
@@ -277,4 +316,6 @@ def parameterize(sql: str, cut: Split) -> Template | None:
     if not params:
         return None
     text.append(sql[cursor:])
-    return Template("".join(text), tuple(params), tuple(negated), tuple(types), tuple(kept))
+    plain = not kept and not any(negated) and len(params) == len(cut.spans)
+    return Template("".join(text), tuple(params), tuple(negated), tuple(types), tuple(kept),
+                    plain)  # fmt: skip

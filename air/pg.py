@@ -180,6 +180,14 @@ _FINGERPRINTS: dict[str, str | None] = {}
 _FINGERPRINTS_MAX = 50_000
 
 
+def known_fingerprint(sql: str, fingerprint: str) -> None:
+    """Tell the cache a text's fingerprint, known another way (a text of a template whose
+    fingerprint was taken: literals do not change it)."""
+    if len(_FINGERPRINTS) >= _FINGERPRINTS_MAX:
+        _FINGERPRINTS.clear()
+    _FINGERPRINTS[sql] = fingerprint
+
+
 def fingerprint_of(sql: str) -> str | None:
     """`fingerprint(sql)` remembered; None for text that does not parse."""
     found = _FINGERPRINTS.get(sql, "")

@@ -35,6 +35,11 @@ def _bench_args(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     cpu.add_argument("--seconds", type=int, default=8)
     cpu.add_argument("--rounds", type=int, default=2)
     cpu.add_argument("--out", default="bench")
+    ap = bsub.add_parser("autoprepare", help="pgbench -M simple, auto-prepare off and on")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--clients", default="8,16")
+    ap.add_argument("--out", default="bench")
     model = bsub.add_parser("model", help="run the reward model's workload and train on it")
     model.add_argument("--seconds", type=int, default=60)
     model.add_argument("--registry", help="registry folder (default: the shipped models/)")
@@ -68,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         from sqlx.bench.cpu_per_tx import run_from_args as run_cpu
 
         return run_cpu(args)
+    if args.command == "bench" and args.bench == "autoprepare":
+        from sqlx.bench.autoprepare import run_from_args as run_autoprepare
+
+        return run_autoprepare(args)
     if args.command == "bench" and args.bench == "model":
         from sqlx.bench.model_workload import run_from_args as run_model
 

@@ -642,9 +642,9 @@ class PgSession:
         found = _PARAM_CONTEXT.search(context)
         if found is None:
             return None
-        number = int(found.group(1))
-        if 1 <= number <= len(prepared.positions):
-            fields["P"] = str(prepared.positions[number - 1])
+        position = prepared.position(int(found.group(1)))
+        if position is not None:
+            fields["P"] = str(position)
         lines = [line for line in context.split("\n") if not _PARAM_CONTEXT.search(line)]
         if lines:
             fields["W"] = "\n".join(lines)

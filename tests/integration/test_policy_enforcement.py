@@ -11,6 +11,7 @@ import asyncio
 import json
 import re
 import secrets
+import select
 import signal
 import subprocess
 import sys
@@ -332,10 +333,16 @@ def test_explain_tail_and_show(guarded: ProxyProcess) -> None:
     assert run([*sqlxos, "show", "ex_nope"], check=False).returncode == 1
     follow = subprocess.Popen([*sqlxos, "tail", "-n", "0", "-f"], stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(0.5)
-        denied = _denied(guarded, US, "select id from payroll")
-        followed = follow.stdout.readline()  # type: ignore[union-attr]
-        assert _explanation_id(denied) in followed
+        # The follower may start after a first denial is written: deny until it shows one.
+        ids: list[str] = []
+        followed = ""
+        deadline = time.monotonic() + 30
+        while not any(i in followed for i in ids):
+            assert time.monotonic() < deadline, "tail -f showed no new explanation"
+            ids.append(_explanation_id(_denied(guarded, US, "select id from payroll")))
+            ready, _, _ = select.select([follow.stdout], [], [], 1.0)
+            if ready:
+                followed = follow.stdout.readline()  # type: ignore[union-attr]
     finally:
         follow.terminate()
         follow.wait(10)
