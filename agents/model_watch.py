@@ -16,6 +16,7 @@ from pathlib import Path
 
 import structlog
 
+from sqlx.agents.explain import Explanation, ExplanationLog, new_id
 from sqlx.agents.plan_cache import PlanCache
 from sqlx.models.registry import SHIPPED, Registry
 from sqlx.models.serving import HEURISTIC, load
@@ -24,8 +25,10 @@ log = structlog.get_logger("sqlx.models")
 
 
 class ModelWatch:
-    def __init__(self, folder: Path, model_id: str, plans: PlanCache) -> None:
+    def __init__(self, folder: Path, model_id: str, plans: PlanCache,
+                 log: ExplanationLog | None = None) -> None:  # fmt: skip
         self.registry = Registry(folder)
+        self.explanations = log
         self.model_id = model_id
         self.plans = plans
         self.served = HEURISTIC
@@ -56,9 +59,16 @@ class ModelWatch:
         if version != self.served or force:
             self.plans.serve(loaded.model)
             previous, self.served = self.served, version
+            sha256 = loaded.model.entry.sha256 if loaded.model else None
             log.info("ai.model.update", model_id=self.model_id, served=version,
-                     previous=previous, reason=loaded.reason,
-                     sha256=loaded.model.entry.sha256 if loaded.model else None)  # fmt: skip
+                     previous=previous, reason=loaded.reason, sha256=sha256)  # fmt: skip
+            if self.explanations is not None:
+                self.explanations.write(Explanation(
+                    id=new_id(), decision="model-update", agent="optimizer",
+                    reason=f"shapes are scored by {version}: {loaded.reason}",
+                    evidence={"model_id": self.model_id, "served": version,
+                              "previous": previous, "sha256": sha256},
+                    policy_impact="none: scores inform, they never change a verdict"))  # fmt: skip
 
     async def watch(self, interval_s: float = 5.0) -> None:
         while True:

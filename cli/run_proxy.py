@@ -146,7 +146,7 @@ class ProxyApp:
         self.plans = PlanCache(aif.plan_cache, aif.models, aif.reward)
         # The model is loaded (and its sha256 checked) before any client is accepted.
         self.models = ModelWatch(config.data_dir / aif.models.registry, aif.models.reward_regressor,
-                                 self.plans)  # fmt: skip
+                                 self.plans, self.explanations)  # fmt: skip
         self.models.start()
         self.auto_prepare: AutoPrepare | None = None
         if aif.auto_prepare.enabled:

@@ -148,6 +148,8 @@ def test_a_model_is_trained_approved_served_and_refused_when_tampered(
         assert span["attributes"]["sqlx.copilot.class"] in ("latency-sensitive", "heavy")
         assert isinstance(span["attributes"]["sqlx.copilot.score"], float)
         assert "ai.model.update" in proxy.log()
+        explained = (tmp_path / "proxy" / "var" / "explanations.jsonl").read_text()
+        assert '"decision": "model-update"' in explained and entry.ref in explained
 
         artifact = Registry(registry).artifact(entry)
         data = bytearray(artifact.read_bytes())
