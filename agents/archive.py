@@ -35,9 +35,8 @@ import pyarrow.parquet as pq
 import structlog
 
 from sqlx.agents.reward import Window, components, reward
-from sqlx.air.api import lower_all, summary_of
-from sqlx.air.errors import LoweringError
-from sqlx.air.features import FEATURES, FEATURES_VERSION, features
+from sqlx.air.api import summary_of
+from sqlx.air.features import FEATURES, FEATURES_VERSION, of_text
 from sqlx.config.schema import ArchiveConfig, RewardWeights
 from sqlx.models.features import NO_PLAN, PLAN_FEATURES
 
@@ -78,13 +77,9 @@ class _ShapeAir:
     __slots__ = ("features", "hash", "summary")
 
     def __init__(self, text: str) -> None:
-        try:
-            graphs = lower_all(text)
-        except LoweringError:
-            graphs = []
+        graphs, self.features = of_text(text)
         self.hash = f"{graphs[0].hash64:016x}" if graphs else None
         self.summary = summary_of(graphs) if graphs else None
-        self.features = [float(x) for x in features(graphs[0])] if graphs else [0.0] * len(FEATURES)
 
 
 class Archive:

@@ -35,9 +35,7 @@ import structlog
 
 from sqlx.agents.reward import Window, reward
 from sqlx.air import parameters
-from sqlx.air.api import lower_all
-from sqlx.air.errors import LoweringError
-from sqlx.air.features import FEATURES, features
+from sqlx.air.features import FEATURES, of_text
 from sqlx.config.schema import ModelsConfig, PlanCacheConfig, RewardWeights
 from sqlx.models.features import NO_PLAN, model_input, plan_features
 from sqlx.models.serving import HEURISTIC, RewardModel, heuristic_ms
@@ -113,7 +111,7 @@ class PlanCache:
         found = self.entries.get(fingerprint)
         if found is None:
             found = PlanEntry(fingerprint, text, kind, database)
-            found.features = _air_features(text)
+            found.features = of_text(text)[1]
             self.entries[fingerprint] = found
             if len(self.entries) > self.config.max_entries:
                 self.entries.popitem(last=False)
@@ -233,11 +231,3 @@ class PlanCache:
                 await conn.execute(f"DEALLOCATE {name}")
         document = json.loads(raw) if isinstance(raw, str) else raw
         return dict(document[0]["Plan"])
-
-
-def _air_features(text: str) -> tuple[float, ...]:
-    try:
-        graphs = lower_all(text) if text else []
-    except LoweringError:
-        graphs = []
-    return tuple(float(x) for x in features(graphs[0])) if graphs else (0.0,) * len(FEATURES)

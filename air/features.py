@@ -67,6 +67,21 @@ def features(graph: AIRGraph) -> np.ndarray:
     return vector
 
 
+def of_text(text: str) -> tuple[list[AIRGraph], tuple[float, ...]]:
+    """A statement text's graphs and the first one's features (zeros if it does not lower):
+    what is kept of a query shape, from its placeholder text."""
+    from sqlx.air.api import lower_all  # the API imports every dialect; features need none
+    from sqlx.air.errors import LoweringError
+
+    try:
+        graphs = lower_all(text) if text else []
+    except LoweringError:
+        graphs = []
+    if not graphs:
+        return [], (0.0,) * len(FEATURES)
+    return graphs, tuple(float(x) for x in features(graphs[0]))
+
+
 def tokens(graph: AIRGraph) -> list[str]:
     """The graph flattened pre-order into `type:KIND` tokens, with `(` `)` around children."""
     out: list[str] = []

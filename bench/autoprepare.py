@@ -22,13 +22,12 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from sqlx.bench.pgbench import _machine, _pgbench, _start_pgbouncer, _start_sqlx, _stop
+from sqlx.bench.pgbench import _machine, _pgbench, _start_sqlx, _stop, bench_servers
 from sqlx.bench.report import update_section
-from sqlx.proxy.embedded import LocalCluster, client_binary
+from sqlx.proxy.embedded import LocalCluster
 
 TARGETS = ("direct", "pgbouncer", "sqlx-ap-off", "sqlx-ap-on")
 SCRIPTS = {"select-only": ("-S",), "tpcb": ()}
@@ -101,25 +100,15 @@ def inline_costs() -> dict[str, float]:
 
 
 def run(rounds: int, seconds: int, clients: list[int]) -> dict:
-    workdir = Path(tempfile.mkdtemp(prefix="sqlx-bench-ap-"))
-    os.chmod(workdir, 0o755)
-    cluster = LocalCluster(workdir / "pgdata", settings={"max_connections": "100",
-                                                         "shared_buffers": "256MB"})  # fmt: skip
-    cluster.start()
-    procs: list[subprocess.Popen] = []
+    workdir, cluster, bouncer, bouncer_port = bench_servers("sqlx-bench-ap-")
+    procs: list[subprocess.Popen] = [bouncer]
     samples: list[dict] = []
     try:
         dsn = cluster.dsn()
-        subprocess.run([client_binary("pgbench"), "-i", "-s", "10", "-q", dsn], check=True,
-                       capture_output=True)  # fmt: skip
-        bouncer_dir = workdir / "pgbouncer"
-        bouncer_dir.mkdir()
-        account = cluster.account.pw_name if cluster.account else None
-        bouncer, bouncer_port = _start_pgbouncer(bouncer_dir, cluster.port, account)
         off, off_port = _start_sqlx(workdir, dsn, full=True, name="ap-off",
                                     env={"SQLX_AIF__AUTO_PREPARE__ENABLED": "false"})  # fmt: skip
         on, on_port = _start_sqlx(workdir, dsn, full=True, name="ap-on")
-        procs += [bouncer, off, on]
+        procs += [off, on]
         ports = {"direct": cluster.port, "pgbouncer": bouncer_port, "sqlx-ap-off": off_port,
                  "sqlx-ap-on": on_port}  # fmt: skip
         postmaster = _postmaster(cluster)

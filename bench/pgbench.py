@@ -190,26 +190,37 @@ def _profile(workdir: Path, dsn: str, seconds: int) -> list[str]:
     return rows
 
 
-def run(rounds: int, seconds: int, clients: list[int], modes: list[str], profile: bool,
-        out_dir: Path) -> dict:  # fmt: skip
-    workdir = Path(tempfile.mkdtemp(prefix="sqlx-bench-"))
+def bench_servers(prefix: str) -> tuple[Path, LocalCluster, subprocess.Popen, int]:
+    """A throwaway PostgreSQL with pgbench's tables (scale 10) and PgBouncer in front of it:
+    (work folder, cluster, PgBouncer, PgBouncer's port)."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
     os.chmod(workdir, 0o755)
     cluster = LocalCluster(workdir / "pgdata", settings={"max_connections": "100",
                                                          "shared_buffers": "256MB"})  # fmt: skip
     cluster.start()
-    procs: list[subprocess.Popen] = []
     try:
-        dsn = cluster.dsn()
-        subprocess.run(
-            [client_binary("pgbench"), "-i", "-s", "10", "-q", dsn], check=True, capture_output=True
-        )
+        subprocess.run([client_binary("pgbench"), "-i", "-s", "10", "-q", cluster.dsn()],
+                       check=True, capture_output=True)  # fmt: skip
         bouncer_dir = workdir / "pgbouncer"
         bouncer_dir.mkdir()
         account = cluster.account.pw_name if cluster.account else None
         bouncer, bouncer_port = _start_pgbouncer(bouncer_dir, cluster.port, account)
+    except BaseException:
+        cluster.stop("immediate")
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    return workdir, cluster, bouncer, bouncer_port
+
+
+def run(rounds: int, seconds: int, clients: list[int], modes: list[str], profile: bool,
+        out_dir: Path) -> dict:  # fmt: skip
+    workdir, cluster, bouncer, bouncer_port = bench_servers("sqlx-bench-")
+    procs: list[subprocess.Popen] = [bouncer]
+    try:
+        dsn = cluster.dsn()
         sqlx, sqlx_port = _start_sqlx(workdir, dsn, full=False)
         full, full_port = _start_sqlx(workdir, dsn, full=True)
-        procs += [bouncer, sqlx, full]
+        procs += [sqlx, full]
         ports = {"direct": cluster.port, "pgbouncer": bouncer_port, "sqlx": sqlx_port,
                  "sqlx-full": full_port}  # fmt: skip
         samples: list[dict] = []
