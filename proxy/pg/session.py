@@ -606,6 +606,11 @@ class PgSession:
         """What the client gets for one server message of a region: None for the message
         itself, b"" for nothing, or a replacement."""
         kind = region.kind
+        if tag == BE.PARAMETER_STATUS or tag == BE.NOTIFICATION_RESPONSE:
+            # The server's own news (a setting it reports, a NOTIFY) reach the client.
+            if tag == BE.PARAMETER_STATUS:
+                self._parameter_status(message)
+            return None
         if tag == BE.ERROR_RESPONSE and region.failed is None:
             region.failed = codec.read_error_fields(message).get("C", "XX000")
         if kind in (_HIDE, _PROBE):

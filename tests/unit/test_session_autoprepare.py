@@ -198,3 +198,14 @@ def test_an_open_extended_batch_is_never_closed_by_the_proxy() -> None:
     s.out_server.clear()
     sent = _query(s)
     assert FE.SYNC not in [ord(t) for t in _tags(sent)]
+
+
+def test_the_servers_own_news_in_a_probe_still_reach_the_client() -> None:
+    s = _ready(Preparing())
+    _query(s)
+    news = codec.message(
+        BE.PARAMETER_STATUS, b"standard_conforming_strings\x00off\x00"
+    ) + codec.message(BE.NOTIFICATION_RESPONSE, struct.pack("!I", 9) + b"ch\x00hi\x00")
+    got = _answer(s, news + _probe_answer())
+    assert got == news
+    assert s.server_params["standard_conforming_strings"] == "off"
