@@ -91,6 +91,8 @@ class PolicyDecider:
         if policy.empty:
             return ALLOW
         who, guarded = self._who_of(statement.facts)
+        if statement.dialect != "postgres":
+            return self._decide_foreign(statement, who, guarded, policy)
         if not guarded:
             sql = statement.sql
             if not _WATCHED_WORDS.search(sql):
@@ -114,6 +116,36 @@ class PolicyDecider:
         if decision is ALLOW and evaluated.ddl:
             return _ALLOW_OBSERVED
         return decision
+
+    def _decide_foreign(self, statement: Statement, who: pol.Who, guarded: bool,
+                        policy: Policy) -> Decision:  # fmt: skip
+        """A statement from another dialect's listener (MySQL). Its catalog is not read yet,
+        so a session any rule applies to is denied when the policy fails closed."""
+        if not guarded:
+            return ALLOW
+        key = (statement.dialect, statement.sql, who, id(policy))
+        found = self._cache.get(key)
+        if found is None:
+            self.misses += 1
+            try:
+                graphs = self._lowering.lower_all(statement.sql, statement.dialect)
+            except LoweringError as exc:
+                found = _Evaluated(pol.unparsable(policy, who, exc.message), "UNPARSABLE", None,
+                                   None)  # fmt: skip
+            else:
+                catalog = pol.Catalog()
+                if policy.fail_closed:
+                    outcome = pol.combine([pol.Finding("fail-closed", "deny", reason=(
+                        f"the catalog of {statement.dialect} database {who.database!r} is not "
+                        "read by this proxy yet"))])  # fmt: skip
+                else:
+                    outcome = pol.evaluate(graphs, who, policy, catalog)
+                found = _Evaluated(outcome, summary_of(graphs), None,
+                                   graphs[0].root if graphs else None)  # fmt: skip
+            self._remember(key, found)
+        else:
+            self.hits += 1
+        return self._decision(found, who, statement.sql)
 
     def observe(self, outcome: Outcome) -> None:
         for purpose, payload in session_settings.answered(outcome):

@@ -17,6 +17,11 @@ def _proxy_args(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )
     p.add_argument("--data-dir", help="state folder (default ./var)")
     p.add_argument("--http-listen", help="health/metrics HOST:PORT (default 127.0.0.1:9187)")
+    p.add_argument("--mysql-listen", help="MySQL listener HOST:PORT (default 127.0.0.1:6033)")
+    p.add_argument(
+        "--mysql-upstream",
+        help="mysql://user[:password]@host:port[/db]; set: the MySQL listener runs",
+    )
     p.add_argument("--policy", action="append", metavar="FILE",
                    help="a policy pack file (repeatable; replaces policy.packs)")  # fmt: skip
 

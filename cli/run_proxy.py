@@ -36,6 +36,7 @@ from sqlx.proxy.console import AdminConsole
 from sqlx.proxy.decision import Decider
 from sqlx.proxy.embedded import ClusterError, LocalCluster
 from sqlx.proxy.http import Handler, HttpServer
+from sqlx.proxy.mysql.server import MySqlProxy, parse_mysql_dsn
 from sqlx.proxy.pg.server import PgProxy, server_tls_context
 from sqlx.proxy.pg.upstream import UpstreamTarget, asyncpg_kwargs, parse_dsn
 from sqlx.proxy.runtime import tune_gc
@@ -54,6 +55,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["data_dir"] = args.data_dir
     if args.http_listen:
         out.setdefault("http", {})["listen"] = args.http_listen
+    if getattr(args, "mysql_listen", None):
+        out.setdefault("mysql", {})["listen"] = args.mysql_listen
+    if getattr(args, "mysql_upstream", None):
+        out.setdefault("mysql", {})["upstream_dsn"] = args.mysql_upstream
     if getattr(args, "policy", None):
         out.setdefault("policy", {})["packs"] = list(args.policy)
     return out
@@ -191,6 +196,9 @@ class ProxyApp:
         except OSError as exc:
             log.error("cannot listen", listen=config.proxy.listen, error=str(exc))
             return 1
+        self.mysql: MySqlProxy | None = None
+        if config.mysql.upstream_dsn and not await self._start_mysql(config, decider):
+            return 1
         http = None
         if config.http.enabled:
             routes: dict[str, Handler] = {"/healthz": self._health}
@@ -217,7 +225,10 @@ class ProxyApp:
         )
         await self.stopping.wait()
         log.info("draining", timeout_s=self.config.proxy.drain_timeout_s)
-        await self.proxy.drain(self.config.proxy.drain_timeout_s)
+        drains = [self.proxy.drain(self.config.proxy.drain_timeout_s)]
+        if self.mysql is not None:
+            drains.append(self.mysql.drain(self.config.proxy.drain_timeout_s))
+        await asyncio.gather(*drains)
         if http is not None:
             await http.close()
         if self.embedded is not None:
@@ -233,6 +244,22 @@ class ProxyApp:
             await asyncio.to_thread(self.telemetry.close)
         log.info("stopped")
         return 0
+
+    async def _start_mysql(self, config: Config, decider: Decider) -> bool:
+        """The MySQL listener, in front of `mysql.upstream_dsn`, with the same decider."""
+        assert config.mysql.upstream_dsn
+        try:
+            target = parse_mysql_dsn(config.mysql.upstream_dsn)
+            self.mysql = MySqlProxy(target, decider, max_packet_bytes=config.mysql.max_packet_bytes,
+                                    connect_timeout_s=config.proxy.connect_timeout_s)  # fmt: skip
+            host, port = _split(config.mysql.listen)
+            port = await self.mysql.start(host, port)
+        except (ValueError, OSError) as exc:
+            log.error("cannot start the MySQL listener", listen=config.mysql.listen,
+                      error=str(exc))  # fmt: skip
+            return False
+        log.info("listening (MySQL)", listen=f"{host}:{port}", upstream=target.describe())
+        return True
 
     def _console(self, config: Config, target: UpstreamTarget) -> AdminConsole:
         sources = console_sources(self.proxy, self.decider, self.telemetry, self.explanations,

@@ -97,6 +97,18 @@ class TelemetryConfig(_Strict):
     otlp_endpoint: str | None = None
 
 
+class MySqlConfig(_Strict):
+    """The MySQL listener: on when `upstream_dsn` is set."""
+
+    listen: str = "127.0.0.1:6033"
+    # mysql://user[:password]@host:port[/db]: where to connect; clients relay their own
+    # credentials, the DSN's user is the proxy's own for side connections.
+    upstream_dsn: str | None = None
+    max_packet_bytes: int = Field(default=64 << 20, ge=1 << 16)
+
+    _v_listen = field_validator("listen")(_check_hostport)
+
+
 class AdminConfig(_Strict):
     """The admin console (database `sqlx` on the PostgreSQL listener)."""
 
@@ -187,3 +199,4 @@ class Config(_Strict):
     telemetry: TelemetryConfig = TelemetryConfig()
     admin: AdminConfig = AdminConfig()
     aif: AifConfig = AifConfig()
+    mysql: MySqlConfig = MySqlConfig()

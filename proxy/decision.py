@@ -71,6 +71,7 @@ class Statement(NamedTuple):
     # (standard_conforming_strings is off): its parser and the proxy's may then
     # disagree on where a string ends.
     escapes: bool = False
+    dialect: str = "postgres"  # the SQL dialect of the text ("mysql" from the MySQL listener)
 
 
 class Prepared(NamedTuple):

@@ -1,0 +1,1 @@
+"""MySQL client/server protocol: codec, per-client session, listener."""

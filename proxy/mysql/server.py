@@ -1,0 +1,180 @@
+"""The MySQL listener: asyncio glue around `MySqlSession`.
+
+Owns sockets only: accepts a client, connects its upstream (the server
+speaks first, so the client waits for the greeting the proxy relays), carries
+out the session's closes, applies flow control both ways, and closes the
+upstream when the client goes (the server then rolls back whatever
+transaction was open). The DSN `mysql://user[:password]@host:port[/db]`
+gives where to connect; clients relay their own credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import structlog
+
+from sqlx.proxy.decision import Decider
+from sqlx.proxy.mysql.session import MySqlSession
+
+log = structlog.get_logger("sqlx.proxy.mysql")
+
+
+@dataclass(frozen=True, slots=True)
+class MySqlTarget:
+    host: str
+    port: int = 3306
+    user: str | None = None
+    password: str | None = None
+    database: str | None = None
+
+    def describe(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def parse_mysql_dsn(dsn: str) -> MySqlTarget:
+    parts = urlsplit(dsn)
+    if parts.scheme not in ("mysql", "mariadb"):
+        raise ValueError(f"MySQL upstream DSN must start with mysql://, got {dsn!r}")
+    if not parts.hostname:
+        raise ValueError(f"MySQL upstream DSN has no host: {dsn!r}")
+    return MySqlTarget(parts.hostname, parts.port or 3306,
+                       unquote(parts.username) if parts.username else None,
+                       unquote(parts.password) if parts.password else None,
+                       parts.path.lstrip("/") or None)  # fmt: skip
+
+
+class _Upstream(asyncio.Protocol):
+    def __init__(self, client: MySqlClient) -> None:
+        self.client = client
+
+    def data_received(self, data: bytes) -> None:
+        self.client.server_data(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client.server_lost()
+
+    def pause_writing(self) -> None:
+        if self.client.transport is not None:
+            self.client.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.client.transport is not None:
+            self.client.transport.resume_reading()
+
+
+class MySqlClient(asyncio.Protocol):
+    def __init__(self, proxy: MySqlProxy) -> None:
+        self.proxy = proxy
+        self.transport: asyncio.Transport | None = None
+        self.upstream: asyncio.Transport | None = None
+        self.closed = False
+        self.session: MySqlSession
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        addr = peer[0] if isinstance(peer, tuple) else "local"
+        self.session = MySqlSession(self.proxy.decider, client_addr=addr,
+                                    max_packet_bytes=self.proxy.max_packet_bytes)  # fmt: skip
+        self.proxy.clients.add(self)
+        self._connecting = asyncio.get_running_loop().create_task(self._connect())
+
+    async def _connect(self) -> None:
+        target = self.proxy.target
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.proxy.connect_timeout_s):
+                transport, _ = await loop.create_connection(
+                    lambda: _Upstream(self), target.host, target.port)  # fmt: skip
+        except (OSError, TimeoutError) as exc:
+            self.session.upstream_failed(target.describe(), str(exc) or type(exc).__name__)
+            self._flush()
+            return
+        if self.closed:
+            transport.close()
+            return
+        self.upstream = transport  # type: ignore[assignment]
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        self.session.receive_client(data)
+        self._flush()
+
+    def server_data(self, data: bytes) -> None:
+        self.session.receive_server(data)
+        self._flush()
+
+    def _flush(self) -> None:
+        s = self.session
+        if s.out_server:
+            if self.upstream is not None:
+                self.upstream.writelines(s.out_server)
+            s.out_server.clear()
+        if s.out_client:
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.writelines(s.out_client)
+            s.out_client.clear()
+        if s.actions:
+            s.actions.clear()
+            self._close()
+
+    def _close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()  # flushes what was written first
+        if self.upstream is not None and not self.upstream.is_closing():
+            self.upstream.close()
+
+    def server_lost(self) -> None:
+        if self.closed:
+            return
+        self.session.server_lost()
+        self._flush()
+        self._close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.proxy.clients.discard(self)
+        if self.upstream is not None and not self.upstream.is_closing():
+            self.upstream.close()
+        if not self._connecting.done():
+            self._connecting.cancel()
+
+    def pause_writing(self) -> None:
+        if self.upstream is not None:
+            self.upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.upstream is not None:
+            self.upstream.resume_reading()
+
+
+class MySqlProxy:
+    def __init__(self, target: MySqlTarget, decider: Decider, *, max_packet_bytes: int,
+                 connect_timeout_s: float) -> None:  # fmt: skip
+        self.target = target
+        self.decider = decider
+        self.max_packet_bytes = max_packet_bytes
+        self.connect_timeout_s = connect_timeout_s
+        self.clients: set[MySqlClient] = set()
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: MySqlClient(self), host, port)
+        return self._server.sockets[0].getsockname()[1]
+
+    async def drain(self, timeout_s: float) -> None:
+        """Stop accepting; give clients `timeout_s` to finish and leave, then close the rest
+        (closing the upstream makes the server roll back an open transaction)."""
+        if self._server is not None:
+            self._server.close()
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self.clients and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        for client in list(self.clients):
+            with contextlib.suppress(Exception):
+                client._close()

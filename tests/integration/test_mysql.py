@@ -1,0 +1,209 @@
+"""MySQL clients through the proxy's MySQL listener, against a real MariaDB/MySQL.
+
+PyMySQL and the `mariadb` command-line client work unchanged: queries,
+transactions, multi-statements, NULLs, unicode, binary columns, a million-row
+result; the server's own authentication errors come through; a policy's deny
+is an ERR 1142 naming the rule; bad packets and a dead upstream get an ERR
+and close only that client.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import struct
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pymysql
+import pymysql.cursors
+import pytest
+
+from sqlx.proxy.embedded import free_port
+from tests.fixtures.fix_mysql import MySqlServer
+from tests.fixtures.fix_pg import PgServer
+from tests.fixtures.fix_proxy import ProxyProcess, start_proxy
+
+Listener = tuple[ProxyProcess, int]  # the proxy, and its MySQL port
+PACK = """
+policy:
+  fail_closed: false
+  rules:
+    - {name: no-secrets, when: {tables: [secrets]}, action: deny}
+"""
+
+
+def _mysql_config(server: MySqlServer, port: int) -> dict:
+    return {"mysql": {"listen": f"127.0.0.1:{port}",
+                      "upstream_dsn": f"mysql://root@{server.host}:{server.port}"}}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def my_proxy(pg: PgServer, mysql_server: MySqlServer,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Listener]:  # fmt: skip
+    tmp = tmp_path_factory.mktemp("mysql-proxy")
+    pack = tmp / "pack.yaml"
+    pack.write_text(PACK)
+    port = free_port()
+    config = {**_mysql_config(mysql_server, port), "policy": {"packs": [str(pack)]}}
+    proxy = start_proxy(tmp, pg, config)
+    yield proxy, port
+    proxy.stop()
+
+
+def _connect(server: MySqlServer, port: int, **kw: object) -> pymysql.Connection:
+    args: dict[str, object] = {"host": "127.0.0.1", "port": port, "user": server.user,
+                               "password": server.password, "database": server.database,
+                               "autocommit": True, "charset": "utf8mb4"}  # fmt: skip
+    args.update(kw)
+    return pymysql.connect(**args)  # type: ignore[arg-type]
+
+
+def test_pymysql_queries_nulls_unicode_and_blobs(my_proxy: Listener,
+                                                 mysql_server: MySqlServer) -> None:  # fmt: skip
+    _, port = my_proxy
+    with _connect(mysql_server, port) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(40), data BLOB)")
+        blob = bytes(range(256)) * 40
+        cur.execute("INSERT INTO items VALUES (%s, %s, %s), (%s, %s, %s)",
+                    (1, "žluťoučký 🐎", blob, 2, None, None))  # fmt: skip
+        cur.execute("SELECT id, name, data FROM items ORDER BY id")
+        assert cur.fetchall() == ((1, "žluťoučký 🐎", blob), (2, None, None))
+        with pytest.raises(pymysql.err.OperationalError) as err:
+            cur.execute("SELECT nosuch FROM items")
+        assert err.value.args[0] == 1054  # the server's own error, unchanged
+
+
+def test_transactions_commit_and_roll_back(my_proxy: Listener,
+                                           mysql_server: MySqlServer) -> None:  # fmt: skip
+    _, port = my_proxy
+    with _connect(mysql_server, port, autocommit=False) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS ledger (id INT PRIMARY KEY) ENGINE=InnoDB")
+        cur.execute("INSERT INTO ledger VALUES (1)")
+        conn.rollback()
+        cur.execute("INSERT INTO ledger VALUES (2)")
+        conn.commit()
+    assert mysql_server.execute(f"SELECT id FROM {mysql_server.database}.ledger") == [(2,)]
+
+
+def test_a_client_that_vanishes_mid_transaction_loses_its_transaction(
+        my_proxy: Listener, mysql_server: MySqlServer) -> None:  # fmt: skip
+    _, port = my_proxy
+    mysql_server.execute(f"CREATE TABLE IF NOT EXISTS {mysql_server.database}.half (id INT) "
+                         "ENGINE=InnoDB")  # fmt: skip
+    conn = _connect(mysql_server, port, autocommit=False)
+    conn.cursor().execute("INSERT INTO half VALUES (1)")
+    conn._sock.close()  # vanish without COM_QUIT, the transaction open  # type: ignore[union-attr]
+    import time
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        locks = mysql_server.execute("SELECT count(*) FROM information_schema.innodb_trx")
+        if locks == [(0,)]:
+            break
+        time.sleep(0.1)
+    assert mysql_server.execute(f"SELECT count(*) FROM {mysql_server.database}.half") == [(0,)]
+
+
+def test_multi_statements_and_their_result_sets(my_proxy: Listener,
+                                                mysql_server: MySqlServer) -> None:  # fmt: skip
+    _, port = my_proxy
+    flags = pymysql.constants.CLIENT.MULTI_STATEMENTS
+    with _connect(mysql_server, port, client_flag=flags) as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1; SELECT 'two', 2; DO 0")
+        assert cur.fetchall() == ((1,),)
+        assert cur.nextset() and cur.fetchall() == (("two", 2),)
+
+
+def test_a_million_rows_stream_through(my_proxy: Listener,
+                                       mysql_server: MySqlServer) -> None:  # fmt: skip
+    _, port = my_proxy
+    with _connect(mysql_server, port, cursorclass=pymysql.cursors.SSCursor) as conn:
+        cur = conn.cursor()
+        digits = " UNION ALL ".join(f"SELECT {d} AS i" for d in range(10))
+        cur.execute(
+            f"WITH d AS ({digits}) SELECT a.i + 10 * b.i + 100 * c.i + 1000 * e.i "
+            "+ 10000 * f.i + 100000 * g.i + 1, 'row' FROM d a, d b, d c, d e, d f, d g"
+        )
+        count = total = 0
+        for i, _text in cur:
+            count += 1
+            total += i
+        assert count == 1_000_000 and total == 1_000_000 * 1_000_001 // 2
+
+
+def test_the_servers_auth_error_comes_through(my_proxy: Listener,
+                                               mysql_server: MySqlServer) -> None:  # fmt: skip
+    _, port = my_proxy
+    with pytest.raises(pymysql.err.OperationalError) as err:
+        _connect(mysql_server, port, password="wrong")
+    assert err.value.args[0] == 1045
+
+
+def test_the_command_line_client(my_proxy: Listener,
+                                 mysql_server: MySqlServer) -> None:  # fmt: skip
+    _, port = my_proxy
+    cli = shutil.which("mariadb") or shutil.which("mysql")
+    assert cli, "the mariadb/mysql client is installed with the server"
+    out = subprocess.run([cli, "-h", "127.0.0.1", "-P", str(port), "-u", mysql_server.user,
+                          f"-p{mysql_server.password}", mysql_server.database, "--batch", "-e",
+                          "SELECT 40 + 2 AS answer; SELECT DATABASE()"],
+                         capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["answer", "42", "DATABASE()", mysql_server.database]
+
+
+def test_a_denied_statement_is_err_1142_and_never_reaches_the_server(
+        my_proxy: Listener, mysql_server: MySqlServer) -> None:  # fmt: skip
+    _, port = my_proxy
+    mysql_server.execute(f"CREATE TABLE IF NOT EXISTS {mysql_server.database}.secrets (v INT)")
+    with _connect(mysql_server, port) as conn, conn.cursor() as cur:
+        with pytest.raises(pymysql.err.OperationalError) as err:
+            cur.execute("DELETE FROM secrets")
+        code, text = err.value.args
+        assert code == 1142 and "no-secrets" in text and "ex_" in text
+        cur.execute("SELECT 1")  # the session goes on
+        assert cur.fetchall() == ((1,),)
+
+
+def _greeted(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    header = sock.recv(4, socket.MSG_WAITALL)
+    length = int.from_bytes(header[:3], "little")
+    sock.recv(length, socket.MSG_WAITALL)
+    return sock
+
+
+def _read_packet(sock: socket.socket) -> bytes:
+    header = sock.recv(4, socket.MSG_WAITALL)
+    return sock.recv(int.from_bytes(header[:3], "little"), socket.MSG_WAITALL)
+
+
+def test_bad_packets_close_only_that_client(my_proxy: Listener,
+                                             mysql_server: MySqlServer) -> None:  # fmt: skip
+    _, port = my_proxy
+    with _connect(mysql_server, port) as bystander:
+        sock = _greeted(port)
+        sock.sendall(struct.pack("<I", 5)[:3] + b"\x07" + b"hello")  # sequence id 7, not 1
+        err = _read_packet(sock)
+        assert err[:1] == b"\xff" and struct.unpack_from("<H", err, 1)[0] == 1156
+        assert sock.recv(1) == b""  # closed
+        sock = _greeted(port)
+        sock.sendall(b"\x10\x00")  # half a header, then gone
+        sock.close()
+        with bystander.cursor() as cur:
+            cur.execute("SELECT 'still here'")
+            assert cur.fetchall() == (("still here",),)
+
+
+def test_a_dead_upstream_is_err_2003(pg: PgServer, tmp_path: Path) -> None:
+    port = free_port()
+    dead = MySqlServer("127.0.0.1", free_port(), "x", "x", "x")
+    proxy = start_proxy(tmp_path, pg, _mysql_config(dead, port))
+    try:
+        with pytest.raises(pymysql.err.OperationalError) as err:
+            pymysql.connect(host="127.0.0.1", port=port, user="root", connect_timeout=10)
+        assert err.value.args[0] == 2003 and "Can't connect" in err.value.args[1]
+    finally:
+        proxy.stop()

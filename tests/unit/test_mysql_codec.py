@@ -1,0 +1,112 @@
+"""The MySQL codec and session, fed bytes (no sockets)."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from sqlx.proxy.decision import ALLOW, Decision, Outcome, Statement, Verdict
+from sqlx.proxy.mysql import codec
+from sqlx.proxy.mysql.codec import PacketError, PacketReader
+from sqlx.proxy.mysql.session import MySqlSession, State
+
+CAPS = (codec.CLIENT_PROTOCOL_41 | codec.CLIENT_SECURE_CONNECTION | codec.CLIENT_PLUGIN_AUTH
+        | codec.CLIENT_CONNECT_WITH_DB | codec.CLIENT_COMPRESS | codec.CLIENT_SSL
+        | codec.CLIENT_LOCAL_FILES | codec.CLIENT_CONNECT_ATTRS)  # fmt: skip
+
+
+def _greeting(caps: int = CAPS) -> bytes:
+    body = (b"\x0a" + b"10.11.0-MariaDB\x00" + struct.pack("<I", 42) + b"abcdefgh\x00"
+            + struct.pack("<H", caps & 0xFFFF) + b"\x21" + struct.pack("<H", 2)
+            + struct.pack("<H", caps >> 16) + b"\x15" + b"\x00" * 10 + b"ijklmnopqrst\x00"
+            + b"mysql_native_password\x00")  # fmt: skip
+    return codec.packet(0, body)
+
+
+def _response(user: str = "app", db: str = "shop", caps: int = CAPS) -> bytes:
+    attrs = b"\x0cprogram_name\x03cli"
+    body = (struct.pack("<IIB", caps, 1 << 24, 33) + b"\x00" * 23 + user.encode() + b"\x00"
+            + b"\x14" + b"x" * 20 + db.encode() + b"\x00" + b"mysql_native_password\x00"
+            + bytes((len(attrs),)) + attrs)  # fmt: skip
+    return codec.packet(1, body)
+
+
+def test_a_long_payload_is_split_and_joined_at_16_mb() -> None:
+    payload = bytes(range(256)) * (codec.MAX_PAYLOAD // 256 + 10)
+    wire = codec.packet(0, payload)
+    assert wire[:3] == b"\xff\xff\xff" and wire[3] == 0
+    reader = PacketReader(len(payload))
+    out = []
+    for i in range(0, len(wire), 1 << 20):
+        out += reader.feed(wire[i : i + (1 << 20)])
+    (p,) = out
+    assert p.payload == payload and p.raw == wire and (p.seq, p.last_seq) == (0, 1)
+
+
+def test_sequence_ids_out_of_order_and_oversized_packets_are_refused() -> None:
+    reader = PacketReader(100)
+    reader.expect_seq = 0
+    with pytest.raises(PacketError) as err:
+        reader.feed(codec.packet(3, b"x"))
+    assert err.value.errno == 1156
+    with pytest.raises(PacketError) as err:
+        PacketReader(100).feed(codec.packet(0, b"x" * 101))
+    assert err.value.errno == 1153
+
+
+def test_the_greeting_loses_what_the_proxy_cannot_carry() -> None:
+    s = MySqlSession(_Recorder(), client_addr="10.0.0.1", max_packet_bytes=1 << 20)
+    s.receive_server(_greeting())
+    (out,) = s.out_client
+    caps = codec.read_handshake(out[4:]).capabilities
+    assert not caps & (codec.CLIENT_COMPRESS | codec.CLIENT_SSL | codec.CLIENT_LOCAL_FILES)
+    assert caps & codec.CLIENT_PLUGIN_AUTH and s.state is State.HANDSHAKE
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.seen: list[Statement] = []
+
+    def decide(self, statement: Statement) -> Decision:
+        self.seen.append(statement)
+        if "secret" in statement.sql:
+            return Decision(Verdict.DENY, reason='permission denied by policy "x" (ex_1)')
+        return ALLOW
+
+    def observe(self, outcome: Outcome) -> None:
+        pass
+
+
+def _ready() -> tuple[MySqlSession, _Recorder]:
+    decider = _Recorder()
+    s = MySqlSession(decider, client_addr="10.0.0.1", max_packet_bytes=1 << 20)
+    s.receive_server(_greeting())
+    s.receive_client(_response())
+    sent = codec.read_handshake_response(s.out_server[0][4:])
+    assert not sent.capabilities & codec.CLIENT_COMPRESS
+    assert (sent.user, sent.database, sent.attributes) == ("app", "shop", {"program_name": "cli"})
+    s.receive_server(codec.packet(2, b"\x00\x00\x00\x02\x00\x00\x00"))  # OK
+    assert s.state is State.READY
+    s.out_client.clear()
+    s.out_server.clear()
+    return s, decider
+
+
+def test_a_denied_query_is_answered_by_the_proxy_and_never_sent() -> None:
+    s, decider = _ready()
+    s.receive_client(codec.packet(0, b"\x03SELECT * FROM secret"))
+    assert s.out_server == []
+    errno, sqlstate, text = codec.read_err(s.out_client[0][4:])
+    assert (errno, sqlstate) == (1142, "42000") and "ex_1" in text
+    assert s.out_client[0][3] == 1  # the response's sequence id
+    assert decider.seen[0].dialect == "mysql"
+    s.receive_client(codec.packet(0, b"\x03SELECT 1"))
+    assert s.out_server == [codec.packet(0, b"\x03SELECT 1")]
+
+
+def test_a_command_not_at_sequence_zero_closes_the_client() -> None:
+    s, _ = _ready()
+    s.receive_client(codec.packet(4, b"\x0e"))
+    assert codec.read_err(s.out_client[0][4:])[0] == 1156
+    assert s.state is State.CLOSED and s.out_server == []
