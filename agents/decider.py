@@ -22,6 +22,7 @@ from sqlx.agents import mask, search_path, session_settings, string_escapes
 from sqlx.agents import policy as pol
 from sqlx.agents.catalog import CatalogStore
 from sqlx.agents.explain import Explanation, ExplanationLog, new_id
+from sqlx.air import parameters
 from sqlx.air.api import summary_of
 from sqlx.air.cache import LoweringCache
 from sqlx.air.errors import EmissionError, LoweringError
@@ -127,8 +128,10 @@ class PolicyDecider:
         found = self._cache.get(key)
         if found is None:
             self.misses += 1
+            # The server runs what is inside `/*! ... */`: so is it read here.
+            text = parameters.mysql_executed_text(statement.sql)
             try:
-                graphs = self._lowering.lower_all(statement.sql, statement.dialect)
+                graphs = self._lowering.lower_all(text, statement.dialect)
             except LoweringError as exc:
                 found = _Evaluated(pol.unparsable(policy, who, exc.message), "UNPARSABLE", None,
                                    None)  # fmt: skip

@@ -86,6 +86,49 @@ def placeholder_text(sql: str) -> str:
         return ""
 
 
+# MySQL's lexing, for a shape's text: strings in either quote with backslash escapes,
+# hex/bit literals, numbers; names in backquotes and comments are stepped over.
+_MYSQL_LITERALS = re.compile(
+    r"""[xXbB]?'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*"|`(?:[^`]|``)*`"""
+    r"|#[^\n]*|--\s[^\n]*|/\*.*?\*/|(?<![\w.$])(?:0x[0-9a-fA-F]+|\d+\.?\d*(?:[eE][+-]?\d+)?"
+    r"|\.\d+(?:[eE][+-]?\d+)?)(?![\w$])|['\"]",
+    re.DOTALL,
+)
+
+
+# `/*! ... */`, `/*!50110 ... */`, MariaDB's `/*M!100100 ... */`: the server runs what is
+# inside (when its version is at least the number; every version is assumed).
+_EXECUTABLE = re.compile(r"/\*M?!\d*(.*?)\*/", re.DOTALL)
+
+
+def mysql_executed_text(sql: str) -> str:
+    """What a MySQL server runs of `sql`: executable comments opened up."""
+    return _EXECUTABLE.sub(lambda m: f" {m.group(1)} ", sql) if "/*" in sql else sql
+
+
+def mysql_placeholder_text(sql: str) -> str:
+    """A MySQL statement with every literal a `?` and comments removed: what may be shown
+    or stored of it. An unterminated quote makes it "" (nothing of it is shown)."""
+    sql = mysql_executed_text(sql)
+    out: list[str] = []
+    cursor = 0
+    for found in _MYSQL_LITERALS.finditer(sql):
+        token = found.group(0)
+        start, end = found.span()
+        out.append(sql[cursor:start])
+        cursor = end
+        if token[0] == "`":
+            out.append(token)
+        elif token[0] in "#-/":
+            out.append(" ")
+        elif token in ("'", '"'):
+            return ""
+        else:
+            out.append("?")
+    out.append(sql[cursor:])
+    return " ".join("".join(out).split())
+
+
 def _number_type(text: str) -> int:
     if text.isdigit():
         value = int(text)

@@ -21,6 +21,7 @@ comment continues the client's trace (and its sampling decision).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import re
 import time
@@ -45,7 +46,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from sqlx.air.api import summary_of
 from sqlx.air.cache import LoweringCache
 from sqlx.air.errors import LoweringError
-from sqlx.air.parameters import placeholder_text
+from sqlx.air.parameters import mysql_placeholder_text, placeholder_text
 from sqlx.air.pg import fingerprint_of
 from sqlx.air.plan import plan
 from sqlx.proxy.decision import Decider, Decision, Outcome, Statement, Verdict, traceparent_of
@@ -109,11 +110,13 @@ class Shape:
     statement kind, counters for SHOW FINGERPRINTS, and what its spans say of its AIR
     (lowered once, from the placeholder text, on the first sampled span)."""
 
-    __slots__ = ("air", "closed", "fingerprint", "kind", "plan", "text", "window")
+    __slots__ = ("air", "closed", "dialect", "fingerprint", "kind", "plan", "text", "window")
 
-    def __init__(self, fingerprint: str, sql: str) -> None:
+    def __init__(self, fingerprint: str, sql: str, dialect: str = "postgres",
+                 text: str | None = None) -> None:  # fmt: skip
         self.fingerprint = fingerprint
-        self.text = placeholder_text(sql)
+        self.dialect = dialect
+        self.text = placeholder_text(sql) if text is None else text
         self.kind = statement_kind(sql)
         self.air: _ShapeAir | None = None
         self.plan: Any = None  # the plan cache's entry for the shape, if there is a plan cache
@@ -188,12 +191,19 @@ class FingerprintStats:
         self.shapes: dict[str, Shape] = {}
 
     def add(self, sql: str, elapsed_ms: float, error: str | None = None, verdict: str = "allow",
-            rows: int | None = None, prepared: bool = False) -> Shape:  # fmt: skip
+            rows: int | None = None, prepared: bool = False,
+            dialect: str = "postgres") -> Shape:  # fmt: skip
         """Count one statement; its shape (counted only while the table has room)."""
-        fp = fingerprint_of(sql) or "unparsable"
+        text = None
+        if dialect == "postgres":
+            fp = fingerprint_of(sql) or "unparsable"
+        else:  # MySQL: the shape is its text with every literal a placeholder
+            text = mysql_placeholder_text(sql)
+            digest = hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+            fp = f"{dialect}:{digest}" if text else f"{dialect}:unparsable"
         shape = self.shapes.get(fp)
         if shape is None:
-            shape = Shape(fp, sql)
+            shape = Shape(fp, sql, dialect, text)
             if len(self.shapes) >= self.max_shapes:
                 return shape
             self.shapes[fp] = shape
@@ -254,14 +264,17 @@ def _shape_air(shape: Shape, sql: str, lowering: LoweringCache) -> _ShapeAir:
     placeholder text PostgreSQL cannot parse (`date $1`) is named from the statement
     itself, without ids."""
     attributes: dict[str, str] = {"sqlx.fingerprint": shape.fingerprint}
+    dialect = shape.dialect
     try:
-        graphs, literal_free = lowering.lower_all(shape.text), True
+        graphs, literal_free = lowering.lower_all(shape.text, dialect), True
     except LoweringError:
+        if dialect != "postgres":  # its placeholder text is all that may be read
+            return _ShapeAir(shape.kind, attributes, [("air.parse", {"status": "error"})])
         try:
             graphs, literal_free = (lowering.lower_all(sql) if sql else []), False
-        except LoweringError as exc:
-            failed = [("air.parse", {"status": "error", "error": exc.message})]
-            return _ShapeAir(shape.kind, attributes, failed)
+        except LoweringError:
+            # The parser's message may quote the statement's own tokens: not said.
+            return _ShapeAir(shape.kind, attributes, [("air.parse", {"status": "error"})])
     events: list[tuple[str, dict[str, Any]]] = [("air.parse", {"status": "ok"}),
                                                 ("air.normalize", {"status": "ok"})]  # fmt: skip
     if not graphs:
@@ -352,8 +365,8 @@ class Telemetry:
             shape = None
             if sql:
                 shape = add_shape(sql, ms, error, verdict, outcome.rows,
-                                  decision.prepared is not None)  # fmt: skip
-                if plans is not None:
+                                  decision.prepared is not None, first.dialect)  # fmt: skip
+                if plans is not None and first.dialect == "postgres":
                     shape.plan = plans.lookup(shape.plan, shape.fingerprint, shape.text,
                                               shape.kind, first.facts.database)  # fmt: skip
             add_latency(shape.kind if shape else "FUNCTION_CALL", verdict, ms)
@@ -377,7 +390,7 @@ class Telemetry:
               parent: tuple[str, str, bool] | None = None) -> None:  # fmt: skip
         statement = outcome.statements[0]
         attributes: dict[str, Any] = {
-            "db.system.name": "postgresql",
+            "db.system.name": "mysql" if statement.dialect == "mysql" else "postgresql",
             "db.namespace": statement.facts.database,
             # The shape's text (placeholders for literals): the same for every
             # execution of one query, and made once, not per span.

@@ -168,12 +168,16 @@ class MySqlProxy:
         return self._server.sockets[0].getsockname()[1]
 
     async def drain(self, timeout_s: float) -> None:
-        """Stop accepting; give clients `timeout_s` to finish and leave, then close the rest
-        (closing the upstream makes the server roll back an open transaction)."""
+        """Stop accepting; close each client once it is between commands outside a
+        transaction; after `timeout_s` close the rest (closing the upstream makes the server
+        roll back an open transaction)."""
         if self._server is not None:
             self._server.close()
         deadline = asyncio.get_running_loop().time() + timeout_s
         while self.clients and asyncio.get_running_loop().time() < deadline:
+            for client in list(self.clients):
+                if client.session.idle:
+                    client._close()
             await asyncio.sleep(0.05)
         for client in list(self.clients):
             with contextlib.suppress(Exception):

@@ -25,12 +25,23 @@ either side and carries out `out_client`, `out_server` and `actions`.
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass
 from struct import error as StructError
 
-from sqlx.proxy.decision import Decider, Path, SessionFacts, Statement, Verdict
+from sqlx.proxy.decision import (
+    ALLOW,
+    Decider,
+    Decision,
+    Outcome,
+    Path,
+    SessionFacts,
+    Statement,
+    Verdict,
+)
 from sqlx.proxy.mysql import codec
 from sqlx.proxy.mysql.codec import Packet, PacketError, PacketReader
+from sqlx.proxy.mysql.responses import Response
 
 DIALECT = "mysql"
 # Authentication packets never come close to this (the server's RSA key is the largest).
@@ -69,7 +80,13 @@ class MySqlSession:
         self._client = PacketReader(_AUTH_LIMIT)
         self._server = PacketReader(_AUTH_LIMIT)
         self._capabilities = 0  # what the client and the proxy agreed on
+        self._server_capabilities = 0
         self.in_transaction = False
+        # The command whose response is streaming through, and what to report of it.
+        self._response: Response | None = None
+        self._statement: Statement | None = None
+        self._decision: Decision = ALLOW
+        self._started = 0.0
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -97,7 +114,8 @@ class MySqlSession:
 
     @property
     def idle(self) -> bool:
-        return self.state is State.READY and not self.in_transaction
+        """Between commands, no transaction open: safe to close for a drain."""
+        return self.state is State.READY and not self.in_transaction and self._response is None
 
     # --- client -> server ------------------------------------------------------------------
 
@@ -152,6 +170,7 @@ class MySqlSession:
                       f"{p.seq}", seq=(p.last_seq + 1) & 0xFF)  # fmt: skip
             return
         self._client.expect_seq = 0  # the next command starts again at 0
+        self._statement, self._decision = None, ALLOW
         command = p.payload[0] if p.payload else -1
         if command == codec.COM_QUERY or command == codec.COM_STMT_PREPARE:
             sql = p.payload[1:].decode("utf-8", "replace")
@@ -159,17 +178,18 @@ class MySqlSession:
                                   Path.EXTENDED, self.facts, self.in_transaction,  # type: ignore[arg-type]
                                   dialect=DIALECT)  # fmt: skip
             decision = self.decider.decide(statement)
-            if decision.verdict is Verdict.DENY:
-                reason = decision.reason or "statement denied by policy"
+            if decision.verdict is not Verdict.ALLOW:
+                if decision.verdict is Verdict.DENY:
+                    reason = decision.reason or "statement denied by policy"
+                else:  # masks are not written in MySQL's dialect yet: refused, never in clear
+                    reason = (f"permission denied by policy: {decision.reason or 'a mask applies'}"
+                              " (masking is not available on the MySQL listener yet)")  # fmt: skip
+                    decision = Decision(Verdict.DENY, reason=reason, rule=decision.rule,
+                                        trace_id=decision.trace_id)  # fmt: skip
                 self.out_client.append(codec.err_packet(1, ER_TABLEACCESS_DENIED, "42000", reason))
+                self.decider.observe(Outcome((statement,), decision, 0.0, "42000"))
                 return
-            if decision.verdict is Verdict.REWRITE:
-                # Masks are not yet written in MySQL's dialect: refused, never sent in clear.
-                self.out_client.append(codec.err_packet(
-                    1, ER_TABLEACCESS_DENIED, "42000",
-                    f"permission denied by policy: {decision.reason or 'a mask applies'} "
-                    "(masking is not available on the MySQL listener yet)"))  # fmt: skip
-                return
+            self._statement, self._decision = statement, decision
         elif command == codec.COM_CHANGE_USER:
             self.state = State.AUTHENTICATING
             self._server = PacketReader(_AUTH_LIMIT)
@@ -178,13 +198,22 @@ class MySqlSession:
             self.out_server.append(p.raw)
             self._close("client quit")
             return
+        if command not in codec.NO_RESPONSE and self.state is State.READY:
+            eof = bool(self._capabilities & self._server_capabilities & codec.CLIENT_DEPRECATE_EOF)
+            self._response = Response(command, eof, self.in_transaction)
+            self._started = time.perf_counter()
         self.out_server.append(p.raw)
 
     # --- server -> client ------------------------------------------------------------------
 
     def receive_server(self, data: bytes) -> None:
         if self.state is State.READY:
-            self.out_client.append(data)  # responses stream through unread
+            self.out_client.append(data)  # responses stream through, headers read only
+            response = self._response
+            if response is not None:
+                response.feed(data)
+                if response.done:
+                    self._responded(response)
             return
         if self.state is State.CLOSED:
             return
@@ -201,6 +230,16 @@ class MySqlSession:
             else:
                 self.out_client.append(p.raw)
 
+    def _responded(self, response: Response) -> None:
+        self._response = None
+        self.in_transaction = response.in_transaction
+        statement, self._statement = self._statement, None
+        if statement is not None:
+            elapsed = time.perf_counter() - self._started
+            self.decider.observe(Outcome((statement,), self._decision, elapsed,
+                                         response.sqlstate, response.rows,
+                                         response.in_transaction))  # fmt: skip
+
     def _greeting(self, p: Packet) -> None:
         if p.payload[:1] == b"\xff":  # the server refuses the connection outright
             self.out_client.append(p.raw)
@@ -212,6 +251,7 @@ class MySqlSession:
             self.fail(2027, "HY000", f"sqlx-os: malformed greeting from the server ({exc})")
             return
         self.server_version = handshake.server_version
+        self._server_capabilities = handshake.capabilities
         withheld = codec.WITHHELD | (0 if self.tls_available else codec.CLIENT_SSL)
         payload = codec.with_capabilities(p.payload, handshake, handshake.capabilities & ~withheld)
         self.out_client.append(codec.packet(p.seq, payload))

@@ -9,10 +9,12 @@ and close only that client.
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import struct
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,7 +48,11 @@ def my_proxy(pg: PgServer, mysql_server: MySqlServer,
     pack = tmp / "pack.yaml"
     pack.write_text(PACK)
     port = free_port()
-    config = {**_mysql_config(mysql_server, port), "policy": {"packs": [str(pack)]}}
+    config = {
+        **_mysql_config(mysql_server, port),
+        "policy": {"packs": [str(pack)]},
+        "telemetry": {"sampling_ratio": 1.0},
+    }
     proxy = start_proxy(tmp, pg, config)
     yield proxy, port
     proxy.stop()
@@ -95,8 +101,6 @@ def test_a_client_that_vanishes_mid_transaction_loses_its_transaction(
     conn = _connect(mysql_server, port, autocommit=False)
     conn.cursor().execute("INSERT INTO half VALUES (1)")
     conn._sock.close()  # vanish without COM_QUIT, the transaction open  # type: ignore[union-attr]
-    import time
-
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         locks = mysql_server.execute("SELECT count(*) FROM information_schema.innodb_trx")
@@ -207,3 +211,40 @@ def test_a_dead_upstream_is_err_2003(pg: PgServer, tmp_path: Path) -> None:
         assert err.value.args[0] == 2003 and "Can't connect" in err.value.args[1]
     finally:
         proxy.stop()
+
+
+def test_statements_are_traced_and_explained(my_proxy: Listener,
+                                            mysql_server: MySqlServer) -> None:  # fmt: skip
+    proxy, port = my_proxy
+    with _connect(mysql_server, port) as conn, conn.cursor() as cur:
+        cur.execute("SELECT 'zz-secret-literal', 918273645 FROM DUAL WHERE 1 = %s", (1,))
+        with pytest.raises(pymysql.err.OperationalError):
+            cur.execute("SELECT * FROM secrets WHERE v = 736251948")
+        with pytest.raises(pymysql.err.MySQLError):
+            cur.execute("SELECT nosuch_col FROM DUAL")
+    var = proxy.logfile.parent / "var"
+    deadline = time.monotonic() + 10
+    spans: list[dict] = []
+    text = ""
+    while time.monotonic() < deadline and "nosuch_col" not in text:
+        text = (var / "spans.jsonl").read_text() if (var / "spans.jsonl").exists() else ""
+        spans = [json.loads(ln) for ln in text.splitlines() if '"mysql"' in ln]
+        time.sleep(0.2)
+    attrs = [s["attributes"] for s in spans]
+    ok = next(a for a in attrs if "FROM DUAL WHERE" in a["db.query.text"])
+    assert ok["db.system.name"] == "mysql" and ok["db.query.text"] == (
+        "SELECT ?, ? FROM DUAL WHERE ? = ?"
+    )
+    assert ok["db.response.returned_rows"] == 1
+    denied = next(a for a in attrs if a["sqlx.policy.verdict"] == "deny")
+    assert denied["sqlx.policy.rule"] == "no-secrets"
+    failed = next(
+        a for a in attrs if a.get("db.response.status_code") and a["sqlx.policy.verdict"] == "allow"
+    )
+    assert failed["db.response.status_code"] == "42S22"
+    # What a span says (ids and times aside: random hex may hold any digits).
+    said = json.dumps([[s["name"], s["attributes"], s["events"]] for s in spans])
+    for literal in ("zz-secret-literal", "918273645", "736251948"):
+        assert literal not in said
+    explained = (var / "explanations.jsonl").read_text()
+    assert '"rule": "no-secrets"' in explained and "736251948" not in explained
