@@ -248,3 +248,47 @@ def test_statements_are_traced_and_explained(my_proxy: Listener,
         assert literal not in said
     explained = (var / "explanations.jsonl").read_text()
     assert '"rule": "no-secrets"' in explained and "736251948" not in explained
+
+
+def test_server_side_prepared_statements(my_proxy: Listener, mysql_server: MySqlServer) -> None:
+    import mysql.connector
+
+    _, port = my_proxy
+    conn = mysql.connector.connect(host="127.0.0.1", port=port, user=mysql_server.user,
+                                   password=mysql_server.password,
+                                   database=mysql_server.database)  # fmt: skip
+    try:
+        cur = conn.cursor(prepared=True)  # COM_STMT_PREPARE / EXECUTE, binary rows
+        cur.execute("CREATE TABLE IF NOT EXISTS prep (id INT PRIMARY KEY, v VARCHAR(20), "
+                    "f DOUBLE)")  # fmt: skip
+        for i in range(3):
+            cur.execute("REPLACE INTO prep VALUES (?, ?, ?)", (i, f"v{i} ✓", i / 2))
+        cur.execute("SELECT id, v, f FROM prep WHERE id >= ? ORDER BY id", (1,))
+        assert cur.fetchall() == [(1, "v1 ✓", 0.5), (2, "v2 ✓", 1.0)]
+        with pytest.raises(mysql.connector.Error) as err:
+            cur.execute("SELECT v FROM secrets WHERE v = ?", (1,))
+        assert err.value.errno == 1142 and "no-secrets" in err.value.msg
+        cur.execute("SELECT COUNT(*) FROM prep WHERE f > ?", (0.0,))
+        assert cur.fetchall() == [(2,)]
+    finally:
+        conn.close()
+
+
+async def test_an_asyncio_driver(my_proxy: Listener, mysql_server: MySqlServer) -> None:
+    import aiomysql
+
+    _, port = my_proxy
+    conn = await aiomysql.connect(host="127.0.0.1", port=port, user=mysql_server.user,
+                                  password=mysql_server.password, db=mysql_server.database,
+                                  autocommit=False)  # fmt: skip
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute("CREATE TABLE IF NOT EXISTS amy (id INT PRIMARY KEY) ENGINE=InnoDB")
+            await cur.execute("INSERT INTO amy VALUES (1), (2)")
+            await conn.rollback()
+            await cur.execute("INSERT INTO amy VALUES (3)")
+            await conn.commit()
+            await cur.execute("SELECT id FROM amy")
+            assert await cur.fetchall() == ((3,),)
+    finally:
+        conn.close()
