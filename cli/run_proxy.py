@@ -251,10 +251,11 @@ class ProxyApp:
         try:
             target = parse_mysql_dsn(config.mysql.upstream_dsn)
             self.mysql = MySqlProxy(target, decider, max_packet_bytes=config.mysql.max_packet_bytes,
-                                    connect_timeout_s=config.proxy.connect_timeout_s)  # fmt: skip
+                                    connect_timeout_s=config.proxy.connect_timeout_s,
+                                    tls_context=server_tls_context(config))  # fmt: skip
             host, port = _split(config.mysql.listen)
             port = await self.mysql.start(host, port)
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, ssl.SSLError) as exc:
             log.error("cannot start the MySQL listener", listen=config.mysql.listen,
                       error=str(exc))  # fmt: skip
             return False

@@ -124,6 +124,7 @@ class PacketReader:
 
 def packet(seq: int, payload: bytes) -> bytes:
     """One logical packet as wire packets (split at 16 MB)."""
+    seq &= 0xFF
     out = []
     while True:
         chunk, payload = payload[:MAX_PAYLOAD], payload[MAX_PAYLOAD:]

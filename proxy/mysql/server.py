@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 import structlog
 
 from sqlx.proxy.decision import Decider
-from sqlx.proxy.mysql.session import MySqlSession
+from sqlx.proxy.mysql.session import Close, MySqlSession, StartTls
 
 log = structlog.get_logger("sqlx.proxy.mysql")
 
@@ -79,7 +80,8 @@ class MySqlClient(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         addr = peer[0] if isinstance(peer, tuple) else "local"
         self.session = MySqlSession(self.proxy.decider, client_addr=addr,
-                                    max_packet_bytes=self.proxy.max_packet_bytes)  # fmt: skip
+                                    max_packet_bytes=self.proxy.max_packet_bytes,
+                                    tls_available=self.proxy.tls_context is not None)  # fmt: skip
         self.proxy.clients.add(self)
         self._connecting = asyncio.get_running_loop().create_task(self._connect())
 
@@ -119,8 +121,26 @@ class MySqlClient(asyncio.Protocol):
                 self.transport.writelines(s.out_client)
             s.out_client.clear()
         if s.actions:
+            actions = list(s.actions)
             s.actions.clear()
-            self._close()
+            for action in actions:
+                if isinstance(action, StartTls) and self.transport is not None:
+                    # Nothing more is read in plaintext: the next bytes are TLS.
+                    self.transport.pause_reading()
+                    self._tls = asyncio.get_running_loop().create_task(
+                        self._start_tls(self.transport))  # fmt: skip
+                elif isinstance(action, Close):
+                    self._close()
+
+    async def _start_tls(self, transport: asyncio.Transport) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            self.transport = await loop.start_tls(  # type: ignore[assignment]
+                transport, self, self.proxy.tls_context, server_side=True
+            )  # type: ignore[arg-type]
+        except (OSError, ssl.SSLError, ConnectionError) as exc:
+            log.info("MySQL client TLS handshake failed", error=str(exc))
+            transport.close()
 
     def _close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -154,8 +174,10 @@ class MySqlClient(asyncio.Protocol):
 
 class MySqlProxy:
     def __init__(self, target: MySqlTarget, decider: Decider, *, max_packet_bytes: int,
-                 connect_timeout_s: float) -> None:  # fmt: skip
+                 connect_timeout_s: float,
+                 tls_context: ssl.SSLContext | None = None) -> None:  # fmt: skip
         self.target = target
+        self.tls_context = tls_context
         self.decider = decider
         self.max_packet_bytes = max_packet_bytes
         self.connect_timeout_s = connect_timeout_s

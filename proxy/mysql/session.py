@@ -64,6 +64,11 @@ class Close:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class StartTls:
+    """The client asked for TLS (SSLRequest): upgrade its socket before reading on."""
+
+
 class MySqlSession:
     def __init__(self, decider: Decider, *, client_addr: str, max_packet_bytes: int,
                  tls_available: bool = False) -> None:  # fmt: skip
@@ -75,7 +80,11 @@ class MySqlSession:
         self.server_version = ""
         self.out_client: list[bytes] = []
         self.out_server: list[bytes] = []
-        self.actions: list[Close] = []
+        self.actions: list[Close | StartTls] = []
+        self.tls = False
+        # The server never sees a client's SSLRequest: during authentication the client's
+        # sequence ids run one ahead of the server's.
+        self._seq_shift = 0
         self._max = max_packet_bytes
         self._client = PacketReader(_AUTH_LIMIT)
         self._server = PacketReader(_AUTH_LIMIT)
@@ -133,8 +142,8 @@ class MySqlSession:
             elif self.state is State.HANDSHAKE:
                 self._handshake_response(p)
             elif self.state is State.AUTHENTICATING:
-                self.out_server.append(p.raw)
-                self._server.expect_seq = (p.last_seq + 1) & 0xFF
+                self.out_server.append(self._shifted(p, -self._seq_shift))
+                self._server.expect_seq = (p.last_seq - self._seq_shift + 1) & 0xFF
             else:  # a client that talks before the greeting
                 self.fail(1043, "08S01", "sqlx-os: bad handshake")
 
@@ -149,19 +158,26 @@ class MySqlSession:
             self.fail(1043, "08S01", f"sqlx-os: bad handshake ({exc})", seq=p.last_seq + 1)
             return
         if response.ssl_request:
-            self.fail(ER_NOT_SUPPORTED, "08S01", "sqlx-os: TLS to the proxy is not configured",
-                      seq=p.last_seq + 1)  # fmt: skip
+            if not self.tls_available or self.tls:
+                self.fail(ER_NOT_SUPPORTED, "08S01", "sqlx-os: TLS to the proxy is not "
+                          "configured", seq=p.last_seq + 1)  # fmt: skip
+                return
+            self.tls = True
+            self._seq_shift = 1
+            self.actions.append(StartTls())
             return
         self._capabilities = response.capabilities & ~codec.WITHHELD
         self.facts = SessionFacts(
             user=response.user, database=response.database,
             application_name=response.attributes.get("program_name", ""),
-            client_addr=self.client_addr, tls=False,
+            client_addr=self.client_addr, tls=self.tls,
             settings=tuple(sorted(response.attributes.items())),
         )  # fmt: skip
+        if self.tls:  # the server was told nothing of TLS: it is the proxy's
+            self._capabilities &= ~codec.CLIENT_SSL
         payload = codec.response_with_capabilities(p.payload, self._capabilities)
-        self.out_server.append(codec.packet(p.seq, payload))
-        self._server.expect_seq = (p.last_seq + 1) & 0xFF
+        self.out_server.append(codec.packet(p.seq - self._seq_shift, payload))
+        self._server.expect_seq = (p.last_seq - self._seq_shift + 1) & 0xFF
         self.state = State.AUTHENTICATING
 
     def _command(self, p: Packet) -> None:
@@ -252,20 +268,30 @@ class MySqlSession:
             return
         self.server_version = handshake.server_version
         self._server_capabilities = handshake.capabilities
-        withheld = codec.WITHHELD | (0 if self.tls_available else codec.CLIENT_SSL)
-        payload = codec.with_capabilities(p.payload, handshake, handshake.capabilities & ~withheld)
+        # TLS is the proxy's to offer (to its clients), whatever the server's is.
+        offered = (handshake.capabilities & ~codec.WITHHELD & ~codec.CLIENT_SSL) | (
+            codec.CLIENT_SSL if self.tls_available else 0)  # fmt: skip
+        payload = codec.with_capabilities(p.payload, handshake, offered)
         self.out_client.append(codec.packet(p.seq, payload))
         self._client.expect_seq = (p.last_seq + 1) & 0xFF
         self.state = State.HANDSHAKE
 
     def _auth_packet(self, p: Packet) -> None:
-        self.out_client.append(p.raw)
+        self.out_client.append(self._shifted(p, self._seq_shift))
         first = p.payload[:1]
         if first == b"\x00":
             self.state = State.READY
+            self._seq_shift = 0  # every command starts again at 0 on both sides
             self._client = PacketReader(self._max)
             self._client.expect_seq = 0
         elif first == b"\xff":
             self._close("authentication failed")
         else:
-            self._client.expect_seq = (p.last_seq + 1) & 0xFF
+            self._client.expect_seq = (p.last_seq + self._seq_shift + 1) & 0xFF
+
+    @staticmethod
+    def _shifted(p: Packet, shift: int) -> bytes:
+        """A packet's bytes with its sequence id(s) moved by `shift`."""
+        if not shift:
+            return p.raw
+        return codec.packet(p.seq + shift, p.payload)

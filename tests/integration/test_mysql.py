@@ -24,7 +24,7 @@ import pytest
 
 from sqlx.proxy.embedded import free_port
 from tests.fixtures.fix_mysql import MySqlServer
-from tests.fixtures.fix_pg import PgServer
+from tests.fixtures.fix_pg import PgServer, make_cert
 from tests.fixtures.fix_proxy import ProxyProcess, start_proxy
 
 Listener = tuple[ProxyProcess, int]  # the proxy, and its MySQL port
@@ -292,3 +292,61 @@ async def test_an_asyncio_driver(my_proxy: Listener, mysql_server: MySqlServer) 
             assert await cur.fetchall() == ((3,),)
     finally:
         conn.close()
+
+
+def test_tls_from_the_client_to_the_proxy(pg: PgServer, mysql_server: MySqlServer,
+                                          tmp_path: Path) -> None:  # fmt: skip
+    import ssl
+
+    cert, key = make_cert(tmp_path)
+    port = free_port()
+    config = {**_mysql_config(mysql_server, port),
+              "proxy": {"tls": {"cert_file": str(cert), "key_file": str(key)}}}  # fmt: skip
+    proxy = start_proxy(tmp_path / "p", pg, config)
+    try:
+        context = ssl.create_default_context(cafile=str(cert))
+        context.check_hostname = False
+        with _connect(mysql_server, port, ssl=context) as conn, conn.cursor() as cur:
+            assert isinstance(conn._sock, ssl.SSLSocket)  # type: ignore[attr-defined]
+            cur.execute("SELECT CONCAT('tls', ' ', 'ok')")
+            assert cur.fetchall() == (("tls ok",),)
+        with pytest.raises(pymysql.err.OperationalError) as err:
+            _connect(mysql_server, port, ssl=context, password="wrong")
+        assert err.value.args[0] == 1045  # the server's own answer, through TLS
+        with _connect(mysql_server, port) as plain, plain.cursor() as cur:  # TLS stays optional
+            cur.execute("SELECT 1")
+            assert cur.fetchall() == ((1,),)
+    finally:
+        proxy.stop()
+
+
+def test_kill_query_from_a_second_connection(my_proxy: Listener,
+                                             mysql_server: MySqlServer) -> None:  # fmt: skip
+    import threading
+
+    _, port = my_proxy
+    victim = _connect(mysql_server, port)
+    outcome: list[object] = []
+
+    def sleep() -> None:
+        try:
+            with victim.cursor() as cur:
+                cur.execute("SELECT SLEEP(20)")
+                outcome.append(cur.fetchall())
+        except pymysql.err.MySQLError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=sleep)
+    started = time.monotonic()
+    worker.start()
+    time.sleep(0.5)
+    with _connect(mysql_server, port) as killer, killer.cursor() as cur:
+        cur.execute(f"KILL QUERY {victim.thread_id()}")  # the server's id, as the greeting said
+    worker.join(15)
+    assert time.monotonic() - started < 10
+    # MariaDB ends a killed SLEEP() with its result 1; MySQL with error 1317.
+    assert outcome and (outcome[0] == ((1,),) or getattr(outcome[0], "args", (0,))[0] == 1317)
+    with victim.cursor() as cur:  # the session goes on
+        cur.execute("SELECT 2")
+        assert cur.fetchall() == ((2,),)
+    victim.close()
