@@ -252,3 +252,14 @@ def read_handshake_response(payload: bytes) -> HandshakeResponse:
 
 def response_with_capabilities(payload: bytes, capabilities: int) -> bytes:
     return struct.pack("<I", capabilities) + payload[4:]
+
+
+def read_change_user(payload: bytes, capabilities: int) -> tuple[str, str]:
+    """(user, database) of a COM_CHANGE_USER."""
+    user, pos = _cstring(payload, 1)
+    if capabilities & CLIENT_SECURE_CONNECTION:
+        pos += 1 + (payload[pos] if pos < len(payload) else 0)
+    else:
+        _, pos = _cstring(payload, pos)
+    database, _ = _cstring(payload, pos) if pos < len(payload) else ("", pos)
+    return user, database

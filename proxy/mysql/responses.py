@@ -17,6 +17,7 @@ from sqlx.proxy.mysql import codec
 
 SERVER_STATUS_IN_TRANS = 0x0001
 SERVER_MORE_RESULTS_EXISTS = 0x0008
+SERVER_STATUS_CURSOR_EXISTS = 0x0040
 
 _FIRST, _COLUMNS, _COLUMNS_EOF, _ROWS, _PREPARE, _DONE, _SKIP = range(7)
 _HEADER = 4
@@ -47,8 +48,10 @@ class Response:
         self.error: int | None = None
         self.sqlstate: str | None = None
         self._state = _PREPARE if command == codec.COM_STMT_PREPARE else _FIRST
-        if command in (codec.COM_STATISTICS,):
+        if command == codec.COM_STATISTICS:  # one packet of text
             self._state = _SKIP
+        elif command in (codec.COM_FIELD_LIST, codec.COM_STMT_FETCH):  # packets up to an EOF
+            self._state = _ROWS
         self._left = 0  # packets left in the current run (column or parameter definitions)
         self._head = b""  # a header not yet whole
         self._payload = b""  # the start of the current packet's payload
@@ -119,7 +122,10 @@ class Response:
             if self._left <= 0:
                 self._state = _ROWS if self.deprecate_eof else _COLUMNS_EOF
         elif state == _COLUMNS_EOF:
-            self._state = _ROWS
+            # An execution that opened a cursor sends its rows on COM_STMT_FETCH.
+            status = self._status(payload, ok=False)
+            self._state = _DONE if status & SERVER_STATUS_CURSOR_EXISTS else _ROWS
+            self.in_transaction = bool(status & SERVER_STATUS_IN_TRANS)
         elif state == _ROWS:
             if first == codec.EOF and length < 9:
                 self._end(self._status(payload, ok=self.deprecate_eof))

@@ -24,7 +24,9 @@ either side and carries out `out_client`, `out_server` and `actions`.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import re
 import time
 from dataclasses import dataclass
 from struct import error as StructError
@@ -49,6 +51,8 @@ _AUTH_LIMIT = 1 << 16
 _SERVER_MAX = 1 << 30
 ER_TABLEACCESS_DENIED = 1142
 ER_NOT_SUPPORTED = 1235
+# `USE db` changes the default database as COM_INIT_DB does.
+_USE = re.compile(r"\s*use\s+(`[^`]+`|\w+)\s*;?\s*$", re.IGNORECASE)
 
 
 class State(enum.Enum):
@@ -96,6 +100,9 @@ class MySqlSession:
         self._statement: Statement | None = None
         self._decision: Decision = ALLOW
         self._started = 0.0
+        # A default database or identity that takes effect once the server says OK.
+        self._pending_database: str | None = None
+        self._pending_identity: tuple[str, str] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -206,7 +213,17 @@ class MySqlSession:
                 self.decider.observe(Outcome((statement,), decision, 0.0, "42000"))
                 return
             self._statement, self._decision = statement, decision
+            used = _USE.match(sql) if command == codec.COM_QUERY else None
+            if used:
+                self._pending_database = used.group(1).strip("`")
+        elif command == codec.COM_INIT_DB:
+            self._pending_database = p.payload[1:].decode("utf-8", "replace")
         elif command == codec.COM_CHANGE_USER:
+            # The identity policies see is the new one, once the server accepts it.
+            try:
+                self._pending_identity = codec.read_change_user(p.payload, self._capabilities)
+            except (IndexError, ValueError):
+                self._pending_identity = ("", "")
             self.state = State.AUTHENTICATING
             self._server = PacketReader(_AUTH_LIMIT)
             self._server.expect_seq = 1
@@ -249,6 +266,9 @@ class MySqlSession:
     def _responded(self, response: Response) -> None:
         self._response = None
         self.in_transaction = response.in_transaction
+        database, self._pending_database = self._pending_database, None
+        if database is not None and response.error is None and self.facts is not None:
+            self.facts = dataclasses.replace(self.facts, database=database)
         statement, self._statement = self._statement, None
         if statement is not None:
             elapsed = time.perf_counter() - self._started
@@ -281,6 +301,10 @@ class MySqlSession:
         first = p.payload[:1]
         if first == b"\x00":
             self.state = State.READY
+            identity, self._pending_identity = self._pending_identity, None
+            if identity is not None and self.facts is not None:
+                self.facts = dataclasses.replace(self.facts, user=identity[0],
+                                                 database=identity[1])  # fmt: skip
             self._seq_shift = 0  # every command starts again at 0 on both sides
             self._client = PacketReader(self._max)
             self._client.expect_seq = 0

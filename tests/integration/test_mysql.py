@@ -33,6 +33,7 @@ policy:
   fail_closed: false
   rules:
     - {name: no-secrets, when: {tables: [secrets]}, action: deny}
+    - {name: root-denied, when: {users: [root]}, action: deny}
 """
 
 
@@ -350,3 +351,24 @@ def test_kill_query_from_a_second_connection(my_proxy: Listener,
         cur.execute("SELECT 2")
         assert cur.fetchall() == ((2,),)
     victim.close()
+
+
+def test_change_user_changes_whom_policies_see(my_proxy: Listener,
+                                              mysql_server: MySqlServer) -> None:  # fmt: skip
+    import mysql.connector
+
+    _, port = my_proxy
+    conn = mysql.connector.connect(host="127.0.0.1", port=port, user=mysql_server.user,
+                                   password=mysql_server.password,
+                                   database=mysql_server.database)  # fmt: skip
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT CURRENT_USER()")
+        assert cur.fetchall()[0][0].startswith(mysql_server.user)
+        with pytest.raises(mysql.connector.Error) as err:
+            # The driver's own statements after the change already run as root.
+            conn.cmd_change_user(username="root", password="", database=mysql_server.database)
+            conn.cursor().execute("SELECT CURRENT_USER()")
+        assert err.value.errno == 1142 and "root-denied" in err.value.msg
+    finally:
+        conn.close()

@@ -110,3 +110,25 @@ def test_a_command_not_at_sequence_zero_closes_the_client() -> None:
     s.receive_client(codec.packet(4, b"\x0e"))
     assert codec.read_err(s.out_client[0][4:])[0] == 1156
     assert s.state is State.CLOSED and s.out_server == []
+
+
+def _row(*values: bytes) -> bytes:
+    return b"".join(bytes((len(v),)) + v for v in values)
+
+
+def test_a_response_is_followed_to_its_end_by_headers_alone() -> None:
+    from sqlx.proxy.mysql.responses import Response
+
+    column = b"\x03def" + b"\x00" * 20
+    eof_more = b"\xfe\x00\x00\x09\x00"  # status: in transaction, more results
+    wire = (codec.packet(1, b"\x01") + codec.packet(2, column) + codec.packet(3, eof_more[:3]
+            + b"\x00\x00") + codec.packet(4, _row(b"1")) + codec.packet(5, _row(b"2"))
+            + codec.packet(6, eof_more) + codec.packet(7, b"\x00\x01\x00\x01\x00\x00\x00")
+            )  # fmt: skip
+    r = Response(codec.COM_QUERY, deprecate_eof=False, in_transaction=False)
+    for i in range(len(wire)):  # a byte at a time: headers split anywhere
+        r.feed(wire[i : i + 1])
+    assert r.done and r.rows == 2 and r.error is None and r.in_transaction
+    failed = Response(codec.COM_QUERY, deprecate_eof=False, in_transaction=True)
+    failed.feed(codec.err_packet(1, 1146, "42S02", "no such table"))
+    assert failed.done and (failed.error, failed.sqlstate) == (1146, "42S02")
