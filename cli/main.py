@@ -45,6 +45,11 @@ def _bench_args(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--clients", default="8,16")
     ap.add_argument("--out", default="bench")
+    my = bsub.add_parser("mysql", help="sysbench against MariaDB, direct vs sqlx-os")
+    my.add_argument("--rounds", type=int, default=3)
+    my.add_argument("--seconds", type=int, default=10)
+    my.add_argument("--threads", type=int, default=8)
+    my.add_argument("--out", default="bench")
     model = bsub.add_parser("model", help="run the reward model's workload and train on it")
     model.add_argument("--seconds", type=int, default=60)
     model.add_argument("--registry", help="registry folder (default: the shipped models/)")
@@ -82,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         from sqlx.bench.autoprepare import run_from_args as run_autoprepare
 
         return run_autoprepare(args)
+    if args.command == "bench" and args.bench == "mysql":
+        from sqlx.bench.sysbench_mysql import run_from_args as run_mysql
+
+        return run_mysql(args)
     if args.command == "bench" and args.bench == "model":
         from sqlx.bench.model_workload import run_from_args as run_model
 
