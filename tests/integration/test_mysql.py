@@ -372,3 +372,18 @@ def test_change_user_changes_whom_policies_see(my_proxy: Listener,
         assert err.value.errno == 1142 and "root-denied" in err.value.msg
     finally:
         conn.close()
+
+
+def test_local_infile_is_refused_with_a_clear_error(my_proxy: Listener,
+                                                    mysql_server: MySqlServer,
+                                                    tmp_path: Path) -> None:  # fmt: skip
+    _, port = my_proxy
+    data = tmp_path / "rows.csv"
+    data.write_text("1\n2\n")
+    with _connect(mysql_server, port, local_infile=True) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS loaded (id INT)")
+        with pytest.raises(pymysql.err.MySQLError) as err:
+            cur.execute(f"LOAD DATA LOCAL INFILE '{data}' INTO TABLE loaded")
+        assert "local infile" in str(err.value).lower() or err.value.args[0] in (1148, 4166)
+        cur.execute("SELECT COUNT(*) FROM loaded")
+        assert cur.fetchall() == ((0,),)
