@@ -125,7 +125,9 @@ class AutoPrepare:
         if seen < self.config.threshold:
             templates[cut.key] = seen
             if len(templates) > self.config.max_templates:
-                templates.popitem(last=False)
+                _, evicted = templates.popitem(last=False)
+                if isinstance(evicted, _Entry):
+                    self._by_name.pop(evicted.name, None)
             return None
         template = parameters.parameterize(sql, cut)
         if template is None:

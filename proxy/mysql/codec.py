@@ -193,7 +193,8 @@ class HandshakeResponse:
     ssl_request: bool  # only the capability header: the client asks for TLS first
 
 
-def _lenenc(payload: bytes, pos: int) -> tuple[int, int]:
+def read_lenenc(payload: bytes, pos: int) -> tuple[int, int]:
+    """A length-encoded integer at `pos`: (its value, the position after it)."""
     first = payload[pos]
     if first < 0xFB:
         return first, pos + 1
@@ -225,7 +226,7 @@ def read_handshake_response(payload: bytes) -> HandshakeResponse:
         return HandshakeResponse(caps, "", "", {}, True)
     user, pos = _cstring(payload, 32)
     if caps & CLIENT_PLUGIN_AUTH_LENENC_DATA:
-        length, pos = _lenenc(payload, pos)
+        length, pos = read_lenenc(payload, pos)
         pos += length
     elif caps & CLIENT_SECURE_CONNECTION:
         pos += 1 + payload[pos]
@@ -238,13 +239,13 @@ def read_handshake_response(payload: bytes) -> HandshakeResponse:
         _, pos = _cstring(payload, pos)
     attributes: dict[str, str] = {}
     if caps & CLIENT_CONNECT_ATTRS and pos < len(payload):
-        total, pos = _lenenc(payload, pos)
+        total, pos = read_lenenc(payload, pos)
         end = min(pos + total, len(payload))
         while pos < end:
-            klen, pos = _lenenc(payload, pos)
+            klen, pos = read_lenenc(payload, pos)
             key = payload[pos : pos + klen].decode(errors="replace")
             pos += klen
-            vlen, pos = _lenenc(payload, pos)
+            vlen, pos = read_lenenc(payload, pos)
             attributes[key] = payload[pos : pos + vlen].decode(errors="replace")
             pos += vlen
     return HandshakeResponse(caps, user, database, attributes, False)

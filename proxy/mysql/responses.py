@@ -24,17 +24,6 @@ _HEADER = 4
 _PEEK = 32  # bytes of a packet's payload kept to read an OK/EOF/ERR packet
 
 
-def _lenenc(data: bytes, pos: int) -> tuple[int, int]:
-    first = data[pos]
-    if first < 0xFB:
-        return first, pos + 1
-    if first == 0xFC:
-        return struct.unpack_from("<H", data, pos + 1)[0], pos + 3
-    if first == 0xFD:
-        return int.from_bytes(data[pos + 1 : pos + 4], "little"), pos + 4
-    return struct.unpack_from("<Q", data, pos + 1)[0], pos + 9
-
-
 class Response:
     """One command's response, followed as its bytes go by."""
 
@@ -90,8 +79,8 @@ class Response:
         """The status flags of an OK (after two length-encoded numbers) or EOF packet."""
         try:
             if ok:
-                _, pos = _lenenc(payload, 1)
-                _, pos = _lenenc(payload, pos)
+                _, pos = codec.read_lenenc(payload, 1)
+                _, pos = codec.read_lenenc(payload, pos)
                 return int(struct.unpack_from("<H", payload, pos)[0])
             return int(struct.unpack_from("<H", payload, 3)[0])
         except (IndexError, struct.error):
@@ -115,7 +104,7 @@ class Response:
             elif first == codec.LOCAL_INFILE:
                 self._state = _DONE  # never requested: LOCAL INFILE is withheld
             else:
-                self._left = _lenenc(payload, 0)[0] if payload else 0
+                self._left = codec.read_lenenc(payload, 0)[0] if payload else 0
                 self._state = _COLUMNS
         elif state == _COLUMNS:
             self._left -= 1
