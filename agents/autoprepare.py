@@ -96,7 +96,7 @@ class AutoPrepare:
         template = found.template
         prepared = Prepared(found.name, template.text, template.types, values, cut.spans,
                             template.params)  # fmt: skip
-        plan = self.plans.strategy_of(found.fingerprint) if self.plans is not None else None
+        plan = self.plans.entry_of(found.fingerprint) if self.plans is not None else None
         if plan is None:
             return Decision(Verdict.ALLOW, fingerprint=found.fingerprint, prepared=prepared)
         return Decision(Verdict.ALLOW, fingerprint=found.fingerprint, score=plan.score,

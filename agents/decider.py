@@ -124,7 +124,7 @@ class PolicyDecider:
         so a session any rule applies to is denied when the policy fails closed."""
         if not guarded:
             return ALLOW
-        key = (statement.dialect, statement.sql, who, id(policy))
+        key = (statement.dialect, statement.sql, who)  # a reload empties the cache
         found = self._cache.get(key)
         if found is None:
             self.misses += 1

@@ -181,7 +181,7 @@ class PlanCache:
             row["plan_features"] = list(entry.plan_features)
             row["strategy"] = "auto-prepare" if row.get("prepared") else entry.strategy
 
-    def strategy_of(self, fingerprint: str | None) -> PlanEntry | None:
+    def entry_of(self, fingerprint: str | None) -> PlanEntry | None:
         return self.entries.get(fingerprint) if fingerprint else None
 
     # --- plans (a background task on the event loop) -------------------------------------------

@@ -78,6 +78,8 @@ def run(rounds: int, seconds: int, threads: int) -> list[dict]:
         pack = workdir / "pack.yaml"
         pack.write_text(PACK)
         proxy_port = free_port()
+        # Only the MySQL listener is measured: the PostgreSQL side points nowhere (a DSN
+        # keeps the proxy from starting its embedded PostgreSQL).
         cmd = [sys.executable, "-m", "sqlx.cli.main", "proxy", "--upstream",
                "postgresql://127.0.0.1:1/none", "--listen", f"127.0.0.1:{free_port()}",
                "--http-listen", f"127.0.0.1:{free_port()}", "--data-dir", str(workdir / "var"),

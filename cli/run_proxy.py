@@ -143,8 +143,8 @@ class ProxyApp:
         self.decider = PolicyDecider(policy, catalogs, self.explanations,
                                      config.policy.decision_cache_size, lowering)  # fmt: skip
         catalogs.on_change = self.decider.invalidate
-        loop_ = asyncio.get_running_loop()
-        refresher = loop_.create_task(catalogs.refresh_every(config.policy.catalog_refresh_s))
+        loop = asyncio.get_running_loop()
+        refresher = loop.create_task(catalogs.refresh_every(config.policy.catalog_refresh_s))
         self.telemetry: Telemetry | None = None
         decider: Decider = self.decider
         aif = config.aif
@@ -164,14 +164,14 @@ class ProxyApp:
                                        telemetry.otlp_endpoint, lowering=lowering)  # fmt: skip
             decider = Instrumented(decider, self.telemetry)
             self.telemetry.plans = self.plans
-        background = [refresher, loop_.create_task(self.models.watch())]
+        background = [refresher, loop.create_task(self.models.watch())]
         if aif.plan_cache.explain:
             kwargs = asyncpg_kwargs(target)
 
             async def connect(database: str) -> asyncpg.Connection:
                 return await asyncpg.connect(**{**kwargs, "database": database})
 
-            background.append(loop_.create_task(self.plans.sample_plans(connect)))
+            background.append(loop.create_task(self.plans.sample_plans(connect)))
         self.archive: Archive | None = None
         self.last_reward = 0.0
         windows = None
@@ -211,7 +211,6 @@ class ProxyApp:
             except OSError as exc:
                 log.error("cannot listen", listen=config.http.listen, error=str(exc))
                 return 1
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)

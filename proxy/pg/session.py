@@ -574,6 +574,7 @@ class PgSession:
             retry = query if quiet and self.tx_status == TxStatus.IDLE else b""
             self._regions[self._rfq_expected] = _Region(_EXEC, prepared, retry)
         else:
+            probe = None
             if name not in self._auto and quiet and len(self._auto) < self._prepared_max:
                 self._auto[name] = False
                 in_block = self.tx_status == TxStatus.IN_TRANSACTION
@@ -585,12 +586,10 @@ class PgSession:
                           + codec.encode_describe(b"S", name) + codec.SYNC, probe)  # fmt: skip
                 if in_block:
                     self._own(_ROLLBACK_TO, _Region(_HIDE, prepared))
-                out.append(query)
-                self._sync_point(FE.QUERY)
+            out.append(query)  # the Query itself, as it came
+            self._sync_point(FE.QUERY)
+            if probe is not None:
                 self._regions[self._rfq_expected] = _Region(_CHECK, prepared, probe=probe)
-            else:
-                out.append(query)
-                self._sync_point(FE.QUERY)
         self._server.table = _SERVER_ALL if self._hiding() else _SERVER_EXEC
         self._track(decision, (statement,), self._rfq_expected)
 
