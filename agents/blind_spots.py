@@ -21,7 +21,11 @@ _OPAQUE_READERS = frozenset(("query_to_xml", "query_to_xml_and_xmlschema", "quer
 
 
 _STATS_RELATIONS = frozenset(("pg_stats", "pg_statistic", "pg_stats_ext", "pg_stats_ext_exprs",
-                              "pg_statistic_ext_data"))  # fmt: skip
+                              "pg_statistic_ext_data",
+                              # MySQL's histograms, MariaDB's column statistics (both hold
+                              # column values) and InnoDB's full-text index words.
+                              "column_statistics", "column_stats", "innodb_ft_index_table",
+                              "innodb_ft_index_cache"))  # fmt: skip
 
 
 _IDENTITY_SETTINGS = frozenset(("role", "session_authorization"))
@@ -32,6 +36,10 @@ _CODE_DDL = frozenset(("CreateFunctionStmt", "AlterFunctionStmt", "CreateTrigStm
                        "CreateCastStmt", "RuleStmt", "CreateDomainStmt", "CreateEventTrigStmt",
                        "CreateTransformStmt", "CreatePLangStmt", "CreateOpClassStmt",
                        "CreateConversionStmt", "CreatePolicyStmt", "AlterPolicyStmt"))  # fmt: skip
+
+
+# The same, as sqlglot parses MySQL's CREATE (a trigger or event is OPAQUE: denied anyway).
+_SG_CODE_KINDS = frozenset(("FUNCTION", "PROCEDURE", "TRIGGER", "EVENT"))
 
 
 _DDL_KINDS = frozenset(("CREATE", "ALTER", "DROP", "COMMENT", "TRUNCATE", "GRANT", "REVOKE",
@@ -45,7 +53,8 @@ def blind_spots(graph: AIRGraph, catalog: Catalog, policy: Policy,
     for node in graph.walk():
         if node.kind in ("DO", "CALL"):
             return f"{node.kind} runs code the proxy cannot see through"
-        if node.attr("@pg") in _CODE_DDL:
+        if node.attr("@pg") in _CODE_DDL or (node.attr("@sg") == "Create" and str(
+                node.attr("kind") or "").upper() in _SG_CODE_KINDS):  # fmt: skip
             return "creating code the server runs later, out of the proxy's sight"
         if node.attr("@pg") in ("CommentStmt", "SecLabelStmt"):
             return "comments and labels may carry the tags policy reads"
@@ -53,6 +62,9 @@ def blind_spots(graph: AIRGraph, catalog: Catalog, policy: Policy,
             name = catalog.resolve(str(node.value).lower())
             if name.rpartition(".")[2] in _STATS_RELATIONS:
                 return f"{node.value} exposes column statistics"
+            view = next((v for v in catalog.views if same_table(v, name)), None)
+            if view is not None and not catalog.views[view]:
+                return f"the definition of view {view} is not readable by the proxy's user"
             if graph.root_node.type == "statement" and graph.kind in _DDL_KINDS and any(
                     same_table(t, name) for t in masked_tables):  # fmt: skip
                 return f"a schema change to {name}, which has masked columns"
@@ -60,6 +72,11 @@ def blind_spots(graph: AIRGraph, catalog: Catalog, policy: Policy,
             op = ".".join(str(kid.value) for r, kid in graph.children(node) if r == "name[]")
             if op.rpartition(".")[2] in catalog.user_operators:
                 return f"operator {op} may be user-defined code"
+        if catalog.dialect == "mysql":
+            why = _mysql_routine(graph, node, catalog, allowed)
+            if why:
+                return why
+            continue
         if node.type != "function" or not node.value:
             continue
         name = str(node.value).lower()
@@ -72,6 +89,19 @@ def blind_spots(graph: AIRGraph, catalog: Catalog, policy: Policy,
                    and (schema == "pg_catalog" or short not in catalog.user_functions))  # fmt: skip
         if catalog.builtin_functions and not builtin:
             return f"{name}() is not a built-in function and may read masked data"
+    return None
+
+
+def _mysql_routine(graph: AIRGraph, node: AIRNode, catalog: Catalog,
+                   allowed: set[str]) -> str | None:  # fmt: skip
+    """A stored or loadable function: called with its database's name, or by a name
+    the server's routines have (MySQL's own functions cannot be qualified)."""
+    if node.attr("@sg") == "Dot" and any(graph[c].type == "function" for c in node.children):
+        return "a function qualified with a database is a stored routine and may read masked data"
+    if node.type == "function" and node.attr("@sg") == "Anonymous":
+        name = str(node.value or "").lower()
+        if name in catalog.user_functions and name not in allowed:
+            return f"{name}() is a stored routine and may read masked data"
     return None
 
 

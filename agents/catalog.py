@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import asyncpg
@@ -144,6 +144,7 @@ async def read_catalog(connect: Mapping[str, Any], database: str, prefix: str, v
         path_settings={(role, in_db): value for role, in_db, value in path_settings},
         server_path=server_path or DEFAULT_PATH,
         version=version,
+        read_ok=True,
     )
 
 
@@ -165,14 +166,24 @@ def _families(rows: list[tuple[str, str, str, str]]) -> dict[str, tuple[str, ...
     return out
 
 
+Reader = Callable[[Mapping[str, Any], str, str, int], Awaitable[Catalog]]
+
+
 class CatalogStore:
-    """One catalog per database, loaded before use and refreshed after DDL."""
+    """One catalog per database, loaded before use and refreshed after DDL.
+
+    `reader` reads one (PostgreSQL's by default); `errors` are the exceptions of its
+    client library that mean the server could not be read."""
 
     def __init__(self, connect: Mapping[str, Any], prefix: str = "sqlx:",
-                 on_change: Callable[[], None] | None = None) -> None:  # fmt: skip
+                 on_change: Callable[[], None] | None = None, reader: Reader = read_catalog,
+                 errors: tuple[type[Exception], ...] = (asyncpg.PostgresError,),
+                 ) -> None:  # fmt: skip
         self.connect = dict(connect)
         self.prefix = prefix
         self.on_change = on_change
+        self.reader = reader
+        self.errors = (OSError, TimeoutError, ssl.SSLError, *errors)
         self._catalogs: dict[str, Catalog] = {}
         self._loading: dict[str, asyncio.Task[Catalog]] = {}
         self._refreshing: set[str] = set()
@@ -225,12 +236,12 @@ class CatalogStore:
         if task is None:
             self._version += 1
             task = asyncio.get_running_loop().create_task(
-                read_catalog(self.connect, database, self.prefix, self._version)
+                self.reader(self.connect, database, self.prefix, self._version)
             )
             self._loading[database] = task
         try:
             catalog = await task
-        except (OSError, asyncpg.PostgresError, TimeoutError, ssl.SSLError) as exc:
+        except self.errors as exc:
             log.warning("cannot read the catalog", database=database, error=str(exc))
             catalog = self._catalogs.get(database) or Catalog(version=-1)
         finally:

@@ -18,7 +18,7 @@ import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from sqlx.agents import mask, search_path, session_settings, string_escapes
+from sqlx.agents import mask, mask_mysql, search_path, session_settings, string_escapes
 from sqlx.agents import policy as pol
 from sqlx.agents.catalog import CatalogStore
 from sqlx.agents.explain import Explanation, ExplanationLog, new_id
@@ -50,6 +50,7 @@ _WATCHED_WORDS = re.compile(
     r"create|alter|drop|comment|grant|revoke|search_path|set_config|reset|discard", re.IGNORECASE
 )
 _DDL_KINDS = frozenset(("CREATE", "ALTER", "DROP", "COMMENT", "GRANT", "REVOKE"))
+MYSQL_CATALOG = ""  # the key of the MySQL server's catalog in its store
 # An allow the session tracks, so that `observe` hears how the statement ended.
 _ALLOW_OBSERVED = Decision(Verdict.ALLOW, reason="schema change: the catalog is read again")
 _ALLOW_WATCH = Decision(Verdict.ALLOW, reason="session setting change: followed to its outcome")
@@ -84,6 +85,8 @@ class PolicyDecider:
         self._who: dict[int, tuple[SessionFacts, Policy, pol.Who, bool]] = {}
         self.hits = 0
         self.misses = 0
+        # The MySQL listener's server: one catalog for all its databases.
+        self.mysql_catalogs: CatalogStore | None = None
 
     # --- the hook ---------------------------------------------------------------
 
@@ -120,48 +123,81 @@ class PolicyDecider:
 
     def _decide_foreign(self, statement: Statement, who: pol.Who, guarded: bool,
                         policy: Policy) -> Decision:  # fmt: skip
-        """A statement from another dialect's listener (MySQL). Its catalog is not read yet,
-        so a session any rule applies to is denied when the policy fails closed."""
+        """A statement from the MySQL listener: lowered in MySQL's dialect (executable
+        comments opened, as the server runs them), evaluated against the server's catalog
+        with the session's default database standing for the search path, and its masks
+        and filters written in MySQL's dialect."""
         if not guarded:
-            return ALLOW
-        key = (statement.dialect, statement.sql, who)  # a reload empties the cache
+            ddl = self.mysql_catalogs is not None and _WATCHED_WORDS.search(statement.sql)
+            return _ALLOW_OBSERVED if ddl and _DDL.search(statement.sql) else ALLOW
+        if policy.fail_closed and string_escapes.mysql_misread(statement):
+            refused = _Evaluated(string_escapes.MYSQL_REFUSED, "UNREADABLE", None, None)
+            return self._decision(refused, who, statement.sql)
+        catalog = self._mysql_catalog(who.database)
+        key = (statement.dialect, statement.sql, who, catalog.version)
         found = self._cache.get(key)
-        if found is None:
-            self.misses += 1
-            # The server runs what is inside `/*! ... */`: so is it read here.
-            text = parameters.mysql_executed_text(statement.sql)
-            try:
-                graphs = self._lowering.lower_all(text, statement.dialect)
-            except LoweringError as exc:
-                found = _Evaluated(pol.unparsable(policy, who, exc.message), "UNPARSABLE", None,
-                                   None)  # fmt: skip
-            else:
-                catalog = pol.Catalog()
-                if policy.fail_closed:
-                    outcome = pol.combine([pol.Finding("fail-closed", "deny", reason=(
-                        f"the catalog of {statement.dialect} database {who.database!r} is not "
-                        "read by this proxy yet"))])  # fmt: skip
-                else:
-                    outcome = pol.evaluate(graphs, who, policy, catalog)
-                found = _Evaluated(outcome, summary_of(graphs), None,
-                                   graphs[0].root if graphs else None)  # fmt: skip
-            self._remember(key, found)
-        else:
+        if found is not None:
             self.hits += 1
-        return self._decision(found, who, statement.sql)
+            self._cache.move_to_end(key)
+            return self._decision(found, who, statement.sql)
+        self.misses += 1
+        found = self._evaluate_mysql(statement, who, policy, catalog)
+        if any(f.rule == pol.STALE for f in found.outcome.findings):
+            if self.mysql_catalogs is not None:
+                self.mysql_catalogs.refresh(MYSQL_CATALOG)
+        else:
+            self._remember(key, found)
+        decision = self._decision(found, who, statement.sql)
+        if decision is ALLOW and found.ddl:
+            return _ALLOW_OBSERVED
+        return decision
+
+    def _mysql_catalog(self, database: str) -> pol.Catalog:
+        store = self.mysql_catalogs
+        catalog = store.get(MYSQL_CATALOG) if store is not None else pol.Catalog()
+        # The default database is where unqualified names are looked up; with none, an
+        # unqualified name stands for a table of that name in any database.
+        return catalog.with_path((database.lower(),) if database else None)
+
+    def _evaluate_mysql(self, statement: Statement, who: pol.Who, policy: Policy,
+                        catalog: pol.Catalog) -> _Evaluated:  # fmt: skip
+        text = parameters.mysql_executed_text(statement.sql)
+        try:
+            graphs = self._lowering.lower_all(text, statement.dialect)
+        except LoweringError as exc:
+            return _Evaluated(pol.unparsable(policy, who, exc.message), "UNPARSABLE", None, None)
+        if not catalog.known and policy.fail_closed:
+            outcome = pol.combine([pol.Finding("fail-closed", "deny", reason=(
+                f"the catalog of the {statement.dialect} server could not be read"))])  # fmt: skip
+        else:
+            outcome = pol.evaluate(graphs, who, policy, catalog)
+        rewritten = refused = None
+        if outcome.action in ("mask", "filter"):
+            names = {f.rule for f in outcome.findings if f.action in ("mask", "filter")}
+            try:
+                rewritten = mask_mysql.rewrite(graphs, policy, who, catalog, names, text)
+            except mask.Refused as exc:
+                refused = str(exc)
+        fp = parameters.mysql_fingerprint(statement.sql)[0] if outcome.action != "allow" else None
+        ddl = any(n.type == "statement" and n.kind in _DDL_KINDS for g in graphs for n in g.walk())
+        return _Evaluated(outcome, summary_of(graphs), fp, graphs[0].root if graphs else None,
+                          rewritten, refused, False, ddl)  # fmt: skip
 
     def observe(self, outcome: Outcome) -> None:
         for purpose, payload in session_settings.answered(outcome):
             if purpose == search_path.PURPOSE:
                 search_path.settle(outcome, payload)
-        if self.catalogs is None:
+        catalogs, database = self.catalogs, outcome.statements[0].facts.database
+        if outcome.statements[0].dialect == "mysql":
+            catalogs, database = self.mysql_catalogs, MYSQL_CATALOG
+        if catalogs is None:
             return
         if outcome.error_sqlstate is not None:
             # A rewrite names the columns the catalog lists: if one is gone (dropped
             # behind the proxy's back), read the catalog again.
             if outcome.error_sqlstate in ("42703", "42P01") and (
                     outcome.decision.verdict is Verdict.REWRITE):  # fmt: skip
-                self.catalogs.refresh(outcome.statements[0].facts.database)
+                catalogs.refresh(database)
             return
         decision = outcome.decision
         # Every statement is observed when telemetry is on: only the allows that are
@@ -171,7 +207,7 @@ class PolicyDecider:
             and decision.verdict is Verdict.ALLOW
             and any(_DDL.search(st.sql) for st in outcome.statements)
         ):
-            self.catalogs.refresh(outcome.statements[0].facts.database)
+            catalogs.refresh(database)
 
     async def prepare(self, facts: SessionFacts) -> str | None:
         """Before a session is connected: read its database's catalog; refuse a guarded

@@ -51,12 +51,19 @@ class Catalog:
     # that name, whichever schema it is in.
     search_path: tuple[str, ...] | None = None
     version: int = 0
+    # The server's SQL dialect: "postgres", or "mysql" (one catalog for every database of
+    # the server, schema = database; no built-in function list, user routines instead).
+    dialect: str = "postgres"
+    read_ok: bool = False  # read from a server (even one with no tables)
+    # Lower-case table and column keys -> the name as the server spells it, where that
+    # differs (MySQL keeps a column's case in result sets: a rewrite keeps it too).
+    spelled: Mapping[str, str] = field(default_factory=dict)
     _default_paths: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False,
                                                        repr=False)  # fmt: skip
 
     @property
     def known(self) -> bool:
-        return bool(self.columns or self.builtin_functions)
+        return self.read_ok or bool(self.columns or self.builtin_functions)
 
     def default_path(self, user: str) -> tuple[str, ...]:
         """The search path a new session of `user` starts with (PostgreSQL's precedence:
@@ -84,7 +91,7 @@ class Catalog:
         path = self.search_path
         if path is None or "." in name:
             return name
-        if "pg_catalog" not in path:  # searched first unless the path places it
+        if "pg_catalog" not in path and self.dialect == "postgres":  # first unless placed
             path = ("pg_catalog", *path)
         for schema in path:
             qualified = f"{schema}.{name}"

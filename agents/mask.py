@@ -42,14 +42,19 @@ from sqlx.config.policy import Policy, Rule
 _PLACEHOLDER = "__sqlx_masked_column__"
 # Where a RangeVar is read (as opposed to written: INSERT/UPDATE/DELETE targets).
 _READ_KEYS = frozenset(("fromClause", "larg", "rarg", "usingClause", "sourceRelation"))
-# Clauses whose use of a masked column lets a client infer its values.
+# Clauses whose use of a masked column lets a client infer its values (pglast's names,
+# then sqlglot's, for graphs lowered from MySQL).
 _INFERENCE_ROLES = frozenset(("whereClause", "havingClause", "groupClause[]", "sortClause[]",
                               "quals", "partitionClause[]", "orderClause[]",
                               "distinctClause[]", "usingClause[]", "joinCondition",
-                              "condition"))  # fmt: skip
+                              "condition",
+                              "where", "having", "group", "order", "on", "using[]",
+                              "partition_by[]", "qualify"))  # fmt: skip
 # Values a write stores: a masked column read there is copied in clear into the table.
 _WRITERS = frozenset(("UpdateStmt", "OnConflictClause", "MergeWhenClause"))
 _WRITTEN_ROLES = frozenset(("targetList[]", "values[]"))
+# sqlglot's: `SET col = value` is an EQ whose `expression` is the value stored.
+_SG_WRITERS = frozenset(("Update", "OnConflict"))
 
 
 class Refused(Exception):
@@ -86,6 +91,9 @@ def mask_sql(rule: Rule, column: str, type_: tuple[str, bool] | None = None) -> 
     return f"({text})::{type_name}" if is_string and type_name != "text" else text
 
 
+MaskSql = Callable[[Rule, str, "tuple[str, bool] | None"], str]
+
+
 @dataclass
 class TablePolicy:
     """What reading one table takes: masked columns (with their rule) and row filters."""
@@ -95,17 +103,18 @@ class TablePolicy:
     masks: dict[str, Rule]
     filters: list[str]
     types: Mapping[str, tuple[str, bool]] = field(default_factory=dict)  # of masked columns
+    render: MaskSql = mask_sql  # the server's dialect of mask expressions
 
     def mask(self, column: str, placeholder: str | None = None) -> str | None:
         """The mask expression of `column` (written on `placeholder` if given), if masked."""
         rule = self.masks.get(column)
         if rule is None:
             return None
-        return mask_sql(rule, placeholder or column, self.types.get(column))
+        return self.render(rule, placeholder or column, self.types.get(column))
 
 
 def table_policies(catalog: Catalog, rules: list[tuple[int, Rule]], tags: TagMap,
-                   ) -> dict[str, TablePolicy]:  # fmt: skip
+                   render: MaskSql = mask_sql) -> dict[str, TablePolicy]:  # fmt: skip
     """The tables and views `rules` (mask and filter rules that matched) touch: for each,
     its masked columns (`policy.touched_columns`) and row filters."""
     out: dict[str, TablePolicy] = {}
@@ -114,7 +123,7 @@ def table_policies(catalog: Catalog, rules: list[tuple[int, Rule]], tags: TagMap
             touched = touched_columns(rule, index, table, columns, tags)
             if not touched:
                 continue
-            entry = out.setdefault(table, TablePolicy(table, columns, {}, [], {}))
+            entry = out.setdefault(table, TablePolicy(table, columns, {}, [], {}, render))
             if rule.action == "mask":
                 for column in touched:
                     entry.masks.setdefault(column, rule)
@@ -149,9 +158,14 @@ def check_inference(graph: AIRGraph, catalog: Catalog, tables: dict[str, TablePo
             if why == "copied" or masked[(table, column)].on_inference == "deny":
                 raise Refused(f"masked column {ref} is {why}")
         writer = node.attr("@pg") in _WRITERS
+        assigns = node.attr("@sg") in _SG_WRITERS
         for role, kid in zip(node.roles, node.children, strict=True):
             if writer and role in _WRITTEN_ROLES:
                 stack.append((kid, "copied"))
+            elif assigns and role == "expressions[]" and tagged[kid].attr("@sg") == "EQ":
+                target = tagged[kid]
+                for kid_role, value in zip(target.roles, target.children, strict=True):
+                    stack.append((value, "copied" if kid_role == "expression" else why))
             elif role in _INFERENCE_ROLES and not why:
                 stack.append((kid, "used to filter, join, group or sort"))
             else:

@@ -19,6 +19,8 @@ from sqlx.air.tags import apply_tags, same_table
 from sqlx.config.policy import Policy, Rule
 
 TagMap = dict[str, dict[str, str]]
+# The role of a view's output columns in its lowered SELECT (pglast's, sqlglot's).
+_TARGETS = frozenset(("targetList[]", "expressions[]"))
 
 
 def tag_map(policy: Policy, catalog: Catalog, rules: tuple[tuple[int, Rule], ...]) -> TagMap:
@@ -76,7 +78,7 @@ def _add_view_tags(names: list[str], done: set[str], tags: TagMap, catalog: Cata
             continue
         done.add(view)
         try:
-            graphs = lower_all(catalog.views[view])
+            graphs = lower_all(catalog.views[view], catalog.dialect)
         except LoweringError:
             continue
         inner = [str(n.value).lower() for g in graphs for n in g.walk() if n.kind == "TABLE"]
@@ -84,7 +86,7 @@ def _add_view_tags(names: list[str], done: set[str], tags: TagMap, catalog: Cata
         for graph in graphs:
             tagged = apply_tags(graph, tags, columns, catalog.resolve)
             for role, target in tagged.children(tagged.root_node):
-                if role != "targetList[]":
+                if role not in _TARGETS:
                     continue
                 found = {k: v for n in tagged.walk(target.id) for k, v in n.tags}
                 name_ = target.alias or next(

@@ -17,6 +17,8 @@ the rest: telling them apart needs the very lexing that is in doubt.
 
 from __future__ import annotations
 
+import re
+
 from sqlx.agents import session_settings as settings
 from sqlx.agents.policy import Finding, combine
 from sqlx.proxy.decision import Statement
@@ -48,3 +50,23 @@ def misread(statement: Statement) -> bool:
 
 def deciding(statement: Statement) -> None:
     settings.expect(statement, PURPOSE)
+
+
+# MySQL is the other way round: the server reads `\` in strings as an escape, and so does
+# the proxy's MySQL parser, unless sql_mode has NO_BACKSLASH_ESCAPES — which the server
+# reports in every OK and EOF (`Statement.escapes` False). A client sends one command at
+# a time, so that report is current; only a change of sql_mode in the same string is not.
+_SQL_MODE = re.compile(r"sql_mode", re.IGNORECASE)
+MYSQL_REASON = (
+    "sql_mode has NO_BACKSLASH_ESCAPES (or may change in this string): the server could "
+    "read a backslash in a string differently from the proxy; write the statement "
+    "without backslashes"
+)
+MYSQL_REFUSED = combine([Finding("fail-closed", "deny", reason=MYSQL_REASON)])
+
+
+def mysql_misread(statement: Statement) -> bool:
+    """A MySQL statement has a backslash and the server may not read it as an escape."""
+    return "\\" in statement.sql and (
+        not statement.escapes or _SQL_MODE.search(statement.sql) is not None
+    )

@@ -26,6 +26,7 @@ Each parameter is typed as PostgreSQL types the literal it replaces
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any, NamedTuple
 
@@ -104,6 +105,15 @@ _EXECUTABLE = re.compile(r"/\*M?!\d*(.*?)\*/", re.DOTALL)
 def mysql_executed_text(sql: str) -> str:
     """What a MySQL server runs of `sql`: executable comments opened up."""
     return _EXECUTABLE.sub(lambda m: f" {m.group(1)} ", sql) if "/*" in sql else sql
+
+
+def mysql_fingerprint(sql: str, dialect: str = "mysql") -> tuple[str, str]:
+    """A MySQL statement's shape id (`mysql:<hash of its placeholder text>`), and that
+    text: one id for every statement that differs only in literals."""
+    text = mysql_placeholder_text(sql)
+    if not text:
+        return f"{dialect}:unparsable", text
+    return f"{dialect}:{hashlib.blake2b(text.encode(), digest_size=8).hexdigest()}", text
 
 
 def mysql_placeholder_text(sql: str) -> str:

@@ -20,10 +20,12 @@ import asyncpg
 import structlog
 import uvloop
 
+from sqlx.agents import catalog_mysql
 from sqlx.agents.archive import Archive
 from sqlx.agents.autoprepare import AutoPrepare
 from sqlx.agents.catalog import CatalogStore
-from sqlx.agents.decider import PolicyDecider
+from sqlx.agents.catalog_mysql import aiomysql_kwargs, read_mysql_catalog
+from sqlx.agents.decider import MYSQL_CATALOG, PolicyDecider
 from sqlx.agents.explain import ExplanationLog
 from sqlx.agents.model_watch import ModelWatch
 from sqlx.agents.plan_cache import PlanCache
@@ -197,8 +199,13 @@ class ProxyApp:
             log.error("cannot listen", listen=config.proxy.listen, error=str(exc))
             return 1
         self.mysql: MySqlProxy | None = None
-        if config.mysql.upstream_dsn and not await self._start_mysql(config, decider):
-            return 1
+        if config.mysql.upstream_dsn:
+            if not await self._start_mysql(config, decider, policy.comment_tag_prefix):
+                return 1
+            mysql_catalogs = self.decider.mysql_catalogs
+            assert mysql_catalogs is not None
+            refresh_s = config.policy.catalog_refresh_s
+            background.append(loop.create_task(mysql_catalogs.refresh_every(refresh_s)))
         http = None
         if config.http.enabled:
             routes: dict[str, Handler] = {"/healthz": self._health}
@@ -244,14 +251,21 @@ class ProxyApp:
         log.info("stopped")
         return 0
 
-    async def _start_mysql(self, config: Config, decider: Decider) -> bool:
-        """The MySQL listener, in front of `mysql.upstream_dsn`, with the same decider."""
+    async def _start_mysql(self, config: Config, decider: Decider, prefix: str) -> bool:
+        """The MySQL listener, in front of `mysql.upstream_dsn`, with the same decider, and
+        the server's catalog read over the DSN's user."""
         assert config.mysql.upstream_dsn
         try:
             target = parse_mysql_dsn(config.mysql.upstream_dsn)
+            catalogs = CatalogStore(aiomysql_kwargs(target.user, target.password, target.host,
+                                                    target.port), prefix,
+                                    self.decider.invalidate, read_mysql_catalog,
+                                    catalog_mysql.ERRORS)  # fmt: skip
+            self.decider.mysql_catalogs = catalogs
             self.mysql = MySqlProxy(target, decider, max_packet_bytes=config.mysql.max_packet_bytes,
                                     connect_timeout_s=config.proxy.connect_timeout_s,
-                                    tls_context=server_tls_context(config))  # fmt: skip
+                                    tls_context=server_tls_context(config),
+                                    prepare=lambda: catalogs.prepare(MYSQL_CATALOG))  # fmt: skip
             host, port = _split(config.mysql.listen)
             port = await self.mysql.start(host, port)
         except (ValueError, OSError, ssl.SSLError) as exc:

@@ -21,7 +21,6 @@ comment continues the client's trace (and its sampling decision).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import random
 import re
 import time
@@ -46,7 +45,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from sqlx.air.api import summary_of
 from sqlx.air.cache import LoweringCache
 from sqlx.air.errors import LoweringError
-from sqlx.air.parameters import mysql_placeholder_text, placeholder_text
+from sqlx.air.parameters import mysql_fingerprint, placeholder_text
 from sqlx.air.pg import fingerprint_of
 from sqlx.air.plan import plan
 from sqlx.proxy.decision import Decider, Decision, Outcome, Statement, Verdict, traceparent_of
@@ -198,9 +197,7 @@ class FingerprintStats:
         if dialect == "postgres":
             fp = fingerprint_of(sql) or "unparsable"
         else:  # MySQL: the shape is its text with every literal a placeholder
-            text = mysql_placeholder_text(sql)
-            digest = hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
-            fp = f"{dialect}:{digest}" if text else f"{dialect}:unparsable"
+            fp, text = mysql_fingerprint(sql, dialect)
         shape = self.shapes.get(fp)
         if shape is None:
             shape = Shape(fp, sql, dialect, text)

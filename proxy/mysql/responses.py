@@ -18,17 +18,30 @@ from sqlx.proxy.mysql import codec
 SERVER_STATUS_IN_TRANS = 0x0001
 SERVER_MORE_RESULTS_EXISTS = 0x0008
 SERVER_STATUS_CURSOR_EXISTS = 0x0040
+SERVER_STATUS_NO_BACKSLASH_ESCAPES = 0x0200
 
 _FIRST, _COLUMNS, _COLUMNS_EOF, _ROWS, _PREPARE, _DONE, _SKIP = range(7)
 _HEADER = 4
 _PEEK = 32  # bytes of a packet's payload kept to read an OK/EOF/ERR packet
 
 
+def status_of(payload: bytes, ok: bool) -> int:
+    """The status flags of an OK (after two length-encoded numbers) or EOF packet."""
+    try:
+        if ok:
+            _, pos = codec.read_lenenc(payload, 1)
+            _, pos = codec.read_lenenc(payload, pos)
+            return int(struct.unpack_from("<H", payload, pos)[0])
+        return int(struct.unpack_from("<H", payload, 3)[0])
+    except (IndexError, struct.error):
+        return 0
+
+
 class Response:
     """One command's response, followed as its bytes go by."""
 
     __slots__ = ("_head", "_left", "_length", "_payload", "_remaining", "_state", "deprecate_eof",
-                 "error", "in_transaction", "rows", "sqlstate")  # fmt: skip
+                 "error", "in_transaction", "rows", "sqlstate", "status")  # fmt: skip
 
     def __init__(self, command: int, deprecate_eof: bool, in_transaction: bool) -> None:
         self.deprecate_eof = deprecate_eof
@@ -36,6 +49,7 @@ class Response:
         self.rows = 0
         self.error: int | None = None
         self.sqlstate: str | None = None
+        self.status: int | None = None  # the last status flags the server sent
         self._state = _PREPARE if command == codec.COM_STMT_PREPARE else _FIRST
         if command == codec.COM_STATISTICS:  # one packet of text
             self._state = _SKIP
@@ -76,15 +90,8 @@ class Response:
                 self._packet(b"", 0)
 
     def _status(self, payload: bytes, ok: bool) -> int:
-        """The status flags of an OK (after two length-encoded numbers) or EOF packet."""
-        try:
-            if ok:
-                _, pos = codec.read_lenenc(payload, 1)
-                _, pos = codec.read_lenenc(payload, pos)
-                return int(struct.unpack_from("<H", payload, pos)[0])
-            return int(struct.unpack_from("<H", payload, 3)[0])
-        except (IndexError, struct.error):
-            return 0
+        self.status = status_of(payload, ok)
+        return self.status
 
     def _end(self, status: int) -> None:
         self.in_transaction = bool(status & SERVER_STATUS_IN_TRANS)

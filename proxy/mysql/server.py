@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -88,6 +89,8 @@ class MySqlClient(asyncio.Protocol):
     async def _connect(self) -> None:
         target = self.proxy.target
         loop = asyncio.get_running_loop()
+        if self.proxy.prepare is not None:
+            await self.proxy.prepare()
         try:
             async with asyncio.timeout(self.proxy.connect_timeout_s):
                 transport, _ = await loop.create_connection(
@@ -174,9 +177,11 @@ class MySqlClient(asyncio.Protocol):
 
 class MySqlProxy:
     def __init__(self, target: MySqlTarget, decider: Decider, *, max_packet_bytes: int,
-                 connect_timeout_s: float,
-                 tls_context: ssl.SSLContext | None = None) -> None:  # fmt: skip
+                 connect_timeout_s: float, tls_context: ssl.SSLContext | None = None,
+                 prepare: Callable[[], Awaitable[None]] | None = None) -> None:  # fmt: skip
         self.target = target
+        # Awaited before each client is connected: the catalog is read before the first.
+        self.prepare = prepare
         self.tls_context = tls_context
         self.decider = decider
         self.max_packet_bytes = max_packet_bytes

@@ -43,7 +43,7 @@ from sqlx.proxy.decision import (
 )
 from sqlx.proxy.mysql import codec
 from sqlx.proxy.mysql.codec import Packet, PacketError, PacketReader
-from sqlx.proxy.mysql.responses import Response
+from sqlx.proxy.mysql.responses import SERVER_STATUS_NO_BACKSLASH_ESCAPES, Response, status_of
 
 DIALECT = "mysql"
 # Authentication packets never come close to this (the server's RSA key is the largest).
@@ -95,6 +95,8 @@ class MySqlSession:
         self._capabilities = 0  # what the client and the proxy agreed on
         self._server_capabilities = 0
         self.in_transaction = False
+        # The server reads `\` in strings as an escape (sql_mode without NO_BACKSLASH_ESCAPES).
+        self.backslash_escapes = True
         # The command whose response is streaming through, and what to report of it.
         self._response: Response | None = None
         self._statement: Statement | None = None
@@ -199,19 +201,17 @@ class MySqlSession:
             sql = p.payload[1:].decode("utf-8", "replace")
             statement = Statement(sql, Path.SIMPLE if command == codec.COM_QUERY else
                                   Path.EXTENDED, self.facts, self.in_transaction,  # type: ignore[arg-type]
-                                  dialect=DIALECT)  # fmt: skip
+                                  escapes=self.backslash_escapes, dialect=DIALECT)  # fmt: skip
             decision = self.decider.decide(statement)
-            if decision.verdict is not Verdict.ALLOW:
-                if decision.verdict is Verdict.DENY:
-                    reason = decision.reason or "statement denied by policy"
-                else:  # masks are not written in MySQL's dialect yet: refused, never in clear
-                    reason = (f"permission denied by policy: {decision.reason or 'a mask applies'}"
-                              " (masking is not available on the MySQL listener yet)")  # fmt: skip
-                    decision = Decision(Verdict.DENY, reason=reason, rule=decision.rule,
-                                        trace_id=decision.trace_id)  # fmt: skip
+            if decision.verdict is Verdict.DENY:
+                reason = decision.reason or "statement denied by policy"
                 self.out_client.append(codec.err_packet(1, ER_TABLEACCESS_DENIED, "42000", reason))
                 self.decider.observe(Outcome((statement,), decision, 0.0, "42000"))
                 return
+            if decision.verdict is Verdict.REWRITE and decision.sql is not None:
+                # Masks and filters applied: the server runs the rewritten text instead.
+                payload = bytes((command,)) + decision.sql.encode("utf-8")
+                p = Packet(0, 0, payload, codec.packet(0, payload))
             self._statement, self._decision = statement, decision
             used = _USE.match(sql) if command == codec.COM_QUERY else None
             if used:
@@ -266,6 +266,8 @@ class MySqlSession:
     def _responded(self, response: Response) -> None:
         self._response = None
         self.in_transaction = response.in_transaction
+        if response.status is not None:
+            self._escapes_from(response.status)
         database, self._pending_database = self._pending_database, None
         if database is not None and response.error is None and self.facts is not None:
             self.facts = dataclasses.replace(self.facts, database=database)
@@ -301,6 +303,7 @@ class MySqlSession:
         first = p.payload[:1]
         if first == b"\x00":
             self.state = State.READY
+            self._escapes_from(status_of(p.payload, ok=True))
             identity, self._pending_identity = self._pending_identity, None
             if identity is not None and self.facts is not None:
                 self.facts = dataclasses.replace(self.facts, user=identity[0],
@@ -312,6 +315,10 @@ class MySqlSession:
             self._close("authentication failed")
         else:
             self._client.expect_seq = (p.last_seq + self._seq_shift + 1) & 0xFF
+
+    def _escapes_from(self, status: int) -> None:
+        # The server says in every OK and EOF whether sql_mode has NO_BACKSLASH_ESCAPES.
+        self.backslash_escapes = not status & SERVER_STATUS_NO_BACKSLASH_ESCAPES
 
     @staticmethod
     def _shifted(p: Packet, shift: int) -> bytes:
