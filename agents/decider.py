@@ -22,7 +22,7 @@ from sqlx.agents import mask, mask_mysql, search_path, session_settings, string_
 from sqlx.agents import policy as pol
 from sqlx.agents.catalog import CatalogStore
 from sqlx.agents.explain import Explanation, ExplanationLog, new_id
-from sqlx.air import parameters
+from sqlx.air import parameters, sg
 from sqlx.air.api import summary_of
 from sqlx.air.cache import LoweringCache
 from sqlx.air.errors import EmissionError, LoweringError
@@ -159,6 +159,19 @@ class PolicyDecider:
         # unqualified name stands for a table of that name in any database.
         return catalog.with_path((database.lower(),) if database else None)
 
+    def _either_quoting(self, text: str, outcome: pol.Outcome, who: pol.Who, policy: Policy,
+                        catalog: pol.Catalog) -> pol.Outcome:  # fmt: skip
+        """The stronger of the verdicts for `"x"` read as a string and as a name: a
+        session's sql_mode may have ANSI_QUOTES, which no status flag reports. (A text
+        that does not parse with names in double quotes would fail on such a server
+        too: that reading then adds nothing.)"""
+        try:
+            graphs = self._lowering.lower_all(text, sg.MYSQL_ANSI_QUOTES)
+        except LoweringError:
+            return outcome
+        other = pol.evaluate(graphs, who, policy, catalog)
+        return pol.combine([*outcome.findings, *other.findings]) if other.findings else outcome
+
     def _evaluate_mysql(self, statement: Statement, who: pol.Who, policy: Policy,
                         catalog: pol.Catalog) -> _Evaluated:  # fmt: skip
         text = parameters.mysql_executed_text(statement.sql)
@@ -171,6 +184,8 @@ class PolicyDecider:
                 f"the catalog of the {statement.dialect} server could not be read"))])  # fmt: skip
         else:
             outcome = pol.evaluate(graphs, who, policy, catalog)
+            if '"' in text:
+                outcome = self._either_quoting(text, outcome, who, policy, catalog)
         rewritten = refused = None
         if outcome.action in ("mask", "filter"):
             names = {f.rule for f in outcome.findings if f.action in ("mask", "filter")}

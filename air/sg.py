@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlglot
 from sqlglot import exp
+from sqlglot.dialects.mysql import MySQL
 from sqlglot.errors import ErrorLevel, ParseError, SqlglotError, TokenError, UnsupportedError
 
 from sqlx.air import kinds_sg
@@ -37,6 +38,18 @@ _UTILITY_VERBS = frozenset((
     "INSTALL", "UNINSTALL", "XA", "DO", "CHECKSUM", "OPTIMIZE", "REPAIR", "CACHE", "SIGNAL",
     "RESIGNAL", "GET", "HELP",
 ))  # fmt: skip
+
+
+class MySQLAnsiQuotes(MySQL):
+    """MySQL as a session with sql_mode ANSI_QUOTES reads it: `"x"` names a column or
+    table instead of being a string. (sqlglot registers it under its lower-case name.)"""
+
+    class Tokenizer(MySQL.Tokenizer):
+        QUOTES = ["'"]
+        IDENTIFIERS = ["`", '"']
+
+
+MYSQL_ANSI_QUOTES = "mysqlansiquotes"
 
 
 def parse(sql: str, dialect: str) -> list[exp.Expression]:

@@ -278,6 +278,20 @@ def test_backslashes_cannot_hide_sql_from_the_proxy(guarded: Guarded) -> None:
             cur.execute("SET SESSION sql_mode = 'NO_BACKSLASH_ESCAPES'; " + sneaky)
 
 
+def test_double_quotes_are_read_both_ways(guarded: Guarded) -> None:
+    """With ANSI_QUOTES (which no status flag reports) `"email"` is the column."""
+    _, port, server = guarded
+    conn = pymysql.connect(host="127.0.0.1", port=port, user=APP, password=PASSWORD,
+                           database=server.database, autocommit=True)  # fmt: skip
+    with conn, conn.cursor() as cur:
+        for mode in ("", "ANSI_QUOTES"):
+            cur.execute(f"SET SESSION sql_mode = '{mode}'")
+            cur.execute("SELECT \"email\", 'x' FROM customers")
+            rows = cur.fetchall()
+            assert SECRET not in repr(rows), (mode, rows)
+        assert rows == (("****", "x"),)
+
+
 def test_the_catalog_is_read_again_after_ddl(guarded: Guarded) -> None:
     """A column tagged by DDL through the proxy is masked once the catalog is read again."""
     comment = "sqlx: sensitivity=pii"
