@@ -72,6 +72,8 @@ class _Recorder:
         self.seen.append(statement)
         if "secret" in statement.sql:
             return Decision(Verdict.DENY, reason='permission denied by policy "x" (ex_1)')
+        if "masked" in statement.sql:
+            return Decision(Verdict.REWRITE, sql="SELECT '****' FROM masked")
         return ALLOW
 
     def observe(self, outcome: Outcome) -> None:
@@ -103,6 +105,20 @@ def test_a_denied_query_is_answered_by_the_proxy_and_never_sent() -> None:
     assert decider.seen[0].dialect == "mysql"
     s.receive_client(codec.packet(0, b"\x03SELECT 1"))
     assert s.out_server == [codec.packet(0, b"\x03SELECT 1")]
+
+
+def test_a_rewritten_statement_replaces_the_clients_and_escapes_follow_the_server() -> None:
+    s, decider = _ready()
+    assert decider is not None and s.backslash_escapes
+    s.receive_client(codec.packet(0, b"\x16SELECT m FROM masked WHERE id = ?"))  # PREPARE
+    assert s.out_server == [codec.packet(0, b"\x16SELECT '****' FROM masked")]
+    s.out_server.clear()
+    s.receive_server(codec.packet(1, b"\xff\x28\x04#42000no"))  # its ERR ends it
+    # An OK whose status flags say NO_BACKSLASH_ESCAPES: the next statement knows.
+    s.receive_client(codec.packet(0, b"\x03SET sql_mode = 'NO_BACKSLASH_ESCAPES'"))
+    s.receive_server(codec.packet(1, b"\x00\x00\x00\x02\x02\x00\x00"))
+    s.receive_client(codec.packet(0, b"\x03SELECT 1"))
+    assert decider.seen[-1].escapes is False and decider.seen[0].escapes is True
 
 
 def test_a_command_not_at_sequence_zero_closes_the_client() -> None:
