@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pymysql
@@ -30,8 +31,8 @@ def reachable(port: int) -> bool:
         return False
 
 
-def throwaway(root: Path) -> tuple[subprocess.Popen, int]:
-    """Start a MariaDB of its own in `root`: (its process, its port)."""
+def throwaway(root: Path, options: Sequence[str] = ()) -> tuple[subprocess.Popen, int]:
+    """Start a MariaDB of its own in `root`, with server `options`: (its process, its port)."""
     datadir, port = root / "data", free_port()
     user = ["--user=root"] if os.geteuid() == 0 else []
     # --no-defaults: the machine's my.cnf (its user, log and socket) is not this server's.
@@ -40,7 +41,7 @@ def throwaway(root: Path) -> tuple[subprocess.Popen, int]:
                    check=True, capture_output=True)  # fmt: skip
     proc = subprocess.Popen(["mariadbd", "--no-defaults", f"--datadir={datadir}", f"--port={port}",
                              "--bind-address=127.0.0.1", f"--socket={root / 'sock'}",
-                             f"--log-error={root / 'error.log'}", *user],
+                             f"--log-error={root / 'error.log'}", *user, *options],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 60
     while not reachable(port):

@@ -15,12 +15,13 @@ import contextlib
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import structlog
 
 from sqlx.proxy.decision import Decider
-from sqlx.proxy.mysql.session import Close, MySqlSession, StartTls
+from sqlx.proxy.mysql.session import Close, MySqlSession, StartTls, StartUpstreamTls
+from sqlx.proxy.pg.upstream import client_tls_context
 
 log = structlog.get_logger("sqlx.proxy.mysql")
 
@@ -32,9 +33,16 @@ class MySqlTarget:
     user: str | None = None
     password: str | None = None
     database: str | None = None
+    sslmode: str = "prefer"  # from the DSN's ssl-mode, in libpq's names
+    sslrootcert: str | None = None  # the DSN's ssl-ca
 
     def describe(self) -> str:
         return f"{self.host}:{self.port}"
+
+
+# MySQL's ssl-mode values -> libpq's, which `client_tls_context` takes.
+SSL_MODES = {"disabled": "disable", "preferred": "prefer", "required": "require",
+             "verify_ca": "verify-ca", "verify_identity": "verify-full"}  # fmt: skip
 
 
 def parse_mysql_dsn(dsn: str) -> MySqlTarget:
@@ -43,10 +51,16 @@ def parse_mysql_dsn(dsn: str) -> MySqlTarget:
         raise ValueError(f"MySQL upstream DSN must start with mysql://, got {dsn!r}")
     if not parts.hostname:
         raise ValueError(f"MySQL upstream DSN has no host: {dsn!r}")
+    query = {k.lower().replace("-", "_"): v for k, v in parse_qsl(parts.query)}
+    mode = query.get("ssl_mode", "preferred").lower()
+    if mode not in SSL_MODES:
+        raise ValueError(f"unknown ssl-mode {mode!r}; expected one of "
+                         f"{', '.join(m.upper() for m in SSL_MODES)}")  # fmt: skip
     return MySqlTarget(parts.hostname, parts.port or 3306,
                        unquote(parts.username) if parts.username else None,
                        unquote(parts.password) if parts.password else None,
-                       parts.path.lstrip("/") or None)  # fmt: skip
+                       parts.path.lstrip("/") or None, SSL_MODES[mode],
+                       query.get("ssl_ca"))  # fmt: skip
 
 
 class _Upstream(asyncio.Protocol):
@@ -82,7 +96,8 @@ class MySqlClient(asyncio.Protocol):
         addr = peer[0] if isinstance(peer, tuple) else "local"
         self.session = MySqlSession(self.proxy.decider, client_addr=addr,
                                     max_packet_bytes=self.proxy.max_packet_bytes,
-                                    tls_available=self.proxy.tls_context is not None)  # fmt: skip
+                                    tls_available=self.proxy.tls_context is not None,
+                                    upstream_tls=self.proxy.target.sslmode)  # fmt: skip
         self.proxy.clients.add(self)
         self._connecting = asyncio.get_running_loop().create_task(self._connect())
 
@@ -132,6 +147,10 @@ class MySqlClient(asyncio.Protocol):
                     self.transport.pause_reading()
                     self._tls = asyncio.get_running_loop().create_task(
                         self._start_tls(self.transport))  # fmt: skip
+                elif isinstance(action, StartUpstreamTls) and self.upstream is not None:
+                    self.upstream.pause_reading()
+                    self._upstream_tls = asyncio.get_running_loop().create_task(
+                        self._secure_upstream(self.upstream))  # fmt: skip
                 elif isinstance(action, Close):
                     self._close()
 
@@ -144,6 +163,21 @@ class MySqlClient(asyncio.Protocol):
         except (OSError, ssl.SSLError, ConnectionError) as exc:
             log.info("MySQL client TLS handshake failed", error=str(exc))
             transport.close()
+
+    async def _secure_upstream(self, transport: asyncio.Transport) -> None:
+        target = self.proxy.target
+        loop = asyncio.get_running_loop()
+        try:
+            self.upstream = await loop.start_tls(  # type: ignore[assignment]
+                transport, transport.get_protocol(), client_tls_context(target),
+                server_hostname=target.host)  # fmt: skip
+        except (OSError, ssl.SSLError, ConnectionError) as exc:
+            self.session.fail(2026, "HY000", f"sqlx-os: SSL connection error to the server: "
+                              f"{exc}", seq=2)  # fmt: skip
+            self._flush()
+            return
+        self.session.upstream_secured()
+        self._flush()
 
     def _close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():

@@ -73,18 +73,27 @@ class StartTls:
     """The client asked for TLS (SSLRequest): upgrade its socket before reading on."""
 
 
+@dataclass(frozen=True, slots=True)
+class StartUpstreamTls:
+    """The proxy's SSLRequest is written: upgrade the server socket, then call
+    `upstream_secured` (the handshake response waits until then)."""
+
+
 class MySqlSession:
     def __init__(self, decider: Decider, *, client_addr: str, max_packet_bytes: int,
-                 tls_available: bool = False) -> None:  # fmt: skip
+                 tls_available: bool = False, upstream_tls: str = "disable") -> None:  # fmt: skip
         self.decider = decider
         self.client_addr = client_addr
         self.tls_available = tls_available
+        # The DSN's ssl-mode, in libpq's names (prefer: TLS if the server offers it).
+        self.upstream_tls = upstream_tls
+        self._held_for_tls: list[bytes] = []
         self.state = State.CONNECTING
         self.facts: SessionFacts | None = None
         self.server_version = ""
         self.out_client: list[bytes] = []
         self.out_server: list[bytes] = []
-        self.actions: list[Close | StartTls] = []
+        self.actions: list[Close | StartTls | StartUpstreamTls] = []
         self.tls = False
         # The server never sees a client's SSLRequest: during authentication the client's
         # sequence ids run one ahead of the server's.
@@ -182,12 +191,43 @@ class MySqlSession:
             client_addr=self.client_addr, tls=self.tls,
             settings=tuple(sorted(response.attributes.items())),
         )  # fmt: skip
-        if self.tls:  # the server was told nothing of TLS: it is the proxy's
+        if self.tls:  # the server was told nothing of the client's TLS: it is the proxy's
             self._capabilities &= ~codec.CLIENT_SSL
-        payload = codec.response_with_capabilities(p.payload, self._capabilities)
-        self.out_server.append(codec.packet(p.seq - self._seq_shift, payload))
+        seq = p.seq - self._seq_shift
+        wants_tls = self._upstream_wants_tls(p.last_seq + 1)
+        if self.state is State.CLOSED:
+            return
+        if wants_tls:
+            caps = self._capabilities | codec.CLIENT_SSL
+            payload = codec.response_with_capabilities(p.payload, caps)
+            # An SSLRequest is the response's first 32 bytes; the server then counts one
+            # packet more than the client has sent.
+            self.out_server.append(codec.packet(seq, payload[:32]))
+            self._held_for_tls.append(codec.packet(seq + 1, payload))
+            self.actions.append(StartUpstreamTls())
+            self._seq_shift -= 1
+        else:
+            payload = codec.response_with_capabilities(p.payload, self._capabilities)
+            self.out_server.append(codec.packet(seq, payload))
         self._server.expect_seq = (p.last_seq - self._seq_shift + 1) & 0xFF
         self.state = State.AUTHENTICATING
+
+    def _upstream_wants_tls(self, seq: int) -> bool:
+        """Whether to speak TLS to the server (closing the client if it must and cannot)."""
+        mode = self.upstream_tls
+        if mode == "disable":
+            return False
+        if self._server_capabilities & codec.CLIENT_SSL:
+            return True
+        if mode != "prefer":
+            self.fail(2026, "HY000", "sqlx-os: SSL connection error: the server does not "
+                      "offer TLS and the upstream DSN requires it", seq=seq)  # fmt: skip
+        return False
+
+    def upstream_secured(self) -> None:
+        """The server socket speaks TLS now: the held handshake response goes out."""
+        self.out_server.extend(self._held_for_tls)
+        self._held_for_tls.clear()
 
     def _command(self, p: Packet) -> None:
         if p.seq != 0:

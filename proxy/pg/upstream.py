@@ -12,6 +12,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from sqlx.proxy.errors import UpstreamUnavailable
@@ -78,7 +79,12 @@ def parse_dsn(dsn: str) -> UpstreamTarget:
     )
 
 
-def client_tls_context(target: UpstreamTarget) -> ssl.SSLContext:
+class TlsSettings(Protocol):
+    sslmode: str  # libpq's names: disable, prefer, require, verify-ca, verify-full
+    sslrootcert: str | None
+
+
+def client_tls_context(target: TlsSettings) -> ssl.SSLContext:
     """The TLS settings libpq would use for the same sslmode."""
     if target.sslmode in ("verify-ca", "verify-full"):
         ctx = ssl.create_default_context(cafile=target.sslrootcert)

@@ -22,6 +22,7 @@ import pymysql
 import pymysql.cursors
 import pytest
 
+from sqlx.bench.mariadb import throwaway
 from sqlx.proxy.embedded import free_port
 from tests.fixtures.fix_mysql import MySqlServer
 from tests.fixtures.fix_pg import PgServer, make_cert
@@ -387,3 +388,43 @@ def test_local_infile_is_refused_with_a_clear_error(my_proxy: Listener,
         assert "local infile" in str(err.value).lower() or err.value.args[0] in (1148, 4166)
         cur.execute("SELECT COUNT(*) FROM loaded")
         assert cur.fetchall() == ((0,),)
+
+
+def test_upstream_tls_per_the_dsn(pg: PgServer, tmp_path: Path) -> None:
+    """A server that takes TLS connections only: the proxy speaks TLS to it as the DSN's
+    ssl-mode says, whatever the client speaks to the proxy."""
+    import ssl
+
+    if not shutil.which("mariadbd"):
+        pytest.skip("no mariadbd to start a TLS-only server with")
+    cert, key = make_cert(tmp_path)
+    proc, server_port = throwaway(tmp_path / "tls-db", (
+        f"--ssl-cert={cert}", f"--ssl-key={key}", "--require-secure-transport=ON"))  # fmt: skip
+    try:
+        for mode, works in (("REQUIRED", True), (f"VERIFY_IDENTITY&ssl-ca={cert}", True),
+                            ("DISABLED", False)):  # fmt: skip
+            port = free_port()
+            dsn = f"mysql://root@127.0.0.1:{server_port}?ssl-mode={mode}"
+            proxy = start_proxy(tmp_path / mode[:8], pg, {
+                "mysql": {"listen": f"127.0.0.1:{port}", "upstream_dsn": dsn},
+                "proxy": {"tls": {"cert_file": str(cert), "key_file": str(key)}}})  # fmt: skip
+            try:
+                if not works:
+                    with pytest.raises(pymysql.err.OperationalError):
+                        pymysql.connect(host="127.0.0.1", port=port, user="root")
+                    continue
+                # TLS to the server, with the client plain and with the client on TLS too.
+                for client_tls in (None, ssl.create_default_context(cafile=str(cert))):
+                    conn = pymysql.connect(host="127.0.0.1", port=port, user="root",
+                                           ssl=client_tls)  # fmt: skip
+                    with conn, conn.cursor() as cur:
+                        cur.execute("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+                        assert cur.fetchall()[0][1], "the server saw no TLS"
+                        conn.select_db("mysql")  # COM_INIT_DB after the handshake
+                        cur.execute("SELECT DATABASE()")
+                        assert cur.fetchall() == (("mysql",),)
+            finally:
+                proxy.stop()
+    finally:
+        proc.terminate()
+        proc.wait(30)
