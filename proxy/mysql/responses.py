@@ -41,7 +41,8 @@ class Response:
     """One command's response, followed as its bytes go by."""
 
     __slots__ = ("_head", "_left", "_length", "_payload", "_remaining", "_state", "deprecate_eof",
-                 "error", "in_transaction", "rows", "sqlstate", "status")  # fmt: skip
+                 "error", "in_transaction", "rows", "sqlstate", "statement_id",
+                 "status")  # fmt: skip
 
     def __init__(self, command: int, deprecate_eof: bool, in_transaction: bool) -> None:
         self.deprecate_eof = deprecate_eof
@@ -50,6 +51,7 @@ class Response:
         self.error: int | None = None
         self.sqlstate: str | None = None
         self.status: int | None = None  # the last status flags the server sent
+        self.statement_id: int | None = None  # of a COM_STMT_PREPARE that succeeded
         self._state = _PREPARE if command == codec.COM_STMT_PREPARE else _FIRST
         if command == codec.COM_STATISTICS:  # one packet of text
             self._state = _SKIP
@@ -130,6 +132,7 @@ class Response:
         elif state == _PREPARE:
             # OK: statement id, columns, parameters; then their definitions (and EOFs).
             if len(payload) >= 9:
+                self.statement_id = int.from_bytes(payload[1:5], "little")
                 columns, params = struct.unpack_from("<HH", payload, 5)
                 runs = (params + (not self.deprecate_eof and params > 0)
                         + columns + (not self.deprecate_eof and columns > 0))  # fmt: skip

@@ -16,8 +16,13 @@ either side and carries out `out_client`, `out_server` and `actions`.
   sends a command only when the previous response is complete. COM_QUERY
   and COM_STMT_PREPARE are decided (`decider.decide`); a denied one is
   answered by the proxy with ERR 1142 (SQLSTATE 42000) naming the policy and
-  the explanation id, and nothing of it reaches the server. Every other
-  command, and every server response, is forwarded as the same bytes.
+  the explanation id, and nothing of it reaches the server; one with masks
+  or filters goes to the server rewritten. Every other command, and every
+  server response, is forwarded as the same bytes. The status flags of OK
+  and EOF packets tell whether the server reads backslashes as escapes.
+- **TLS to the server** (the DSN's ssl-mode): the proxy sends the SSLRequest
+  itself before the client's handshake response, and renumbers sequence ids
+  through authentication, independently of the client's own TLS.
 - **Bad input**: a malformed or oversized packet, or a sequence id out of
   order, gets an ERR and closes that client only.
 """
@@ -88,6 +93,8 @@ class MySqlSession:
         # The DSN's ssl-mode, in libpq's names (prefer: TLS if the server offers it).
         self.upstream_tls = upstream_tls
         self._held_for_tls: list[bytes] = []
+        # Statements prepared on the server (id -> as prepared, and its decision).
+        self._prepared: dict[int, tuple[Statement, Decision]] = {}
         self.state = State.CONNECTING
         self.facts: SessionFacts | None = None
         self.server_version = ""
@@ -256,6 +263,16 @@ class MySqlSession:
             used = _USE.match(sql) if command == codec.COM_QUERY else None
             if used:
                 self._pending_database = used.group(1).strip("`")
+        elif command == codec.COM_STMT_EXECUTE:
+            # Each execution is a statement for telemetry: the one prepared, as decided.
+            found = self._prepared.get(int.from_bytes(p.payload[1:5], "little"))
+            if found is not None:
+                self._statement = found[0]._replace(in_transaction=self.in_transaction)
+                self._decision = found[1]
+        elif command == codec.COM_STMT_CLOSE:
+            self._prepared.pop(int.from_bytes(p.payload[1:5], "little"), None)
+        elif command == codec.COM_RESET_CONNECTION:
+            self._prepared.clear()
         elif command == codec.COM_INIT_DB:
             self._pending_database = p.payload[1:].decode("utf-8", "replace")
         elif command == codec.COM_CHANGE_USER:
@@ -265,6 +282,7 @@ class MySqlSession:
             except (IndexError, ValueError):
                 self._pending_identity = ("", "")
             self.state = State.AUTHENTICATING
+            self._prepared.clear()  # the server drops a session's statements
             self._server = PacketReader(_AUTH_LIMIT)
             self._server.expect_seq = 1
         elif command == codec.COM_QUIT:
@@ -312,6 +330,10 @@ class MySqlSession:
         if database is not None and response.error is None and self.facts is not None:
             self.facts = dataclasses.replace(self.facts, database=database)
         statement, self._statement = self._statement, None
+        if response.statement_id is not None and statement is not None:
+            # Prepared: counted when executed, with the verdict it was prepared under.
+            self._prepared[response.statement_id] = (statement, self._decision)
+            return
         if statement is not None:
             elapsed = time.perf_counter() - self._started
             self.decider.observe(Outcome((statement,), self._decision, elapsed,

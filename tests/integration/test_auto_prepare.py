@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -181,12 +182,21 @@ def test_each_template_is_explained_once_without_literals(ap_proxy: ProxyProcess
     for i in range(5):
         conn.exec_(f"SELECT code FROM ap_items WHERE name = 'secret-{i}-zz'".encode())
     log = ap_proxy.logfile.parent / "var" / "explanations.jsonl"
-    records = [json.loads(line) for line in log.read_text().splitlines()]
-    mine = [r for r in records if r["decision"] == "auto-prepare"
-            and r["evidence"]["text"] == "SELECT code FROM ap_items WHERE name = $1"]  # fmt: skip
-    assert len(mine) == 1
+    text = "SELECT code FROM ap_items WHERE name = $1"
+
+    def mine() -> list[dict]:
+        records = [json.loads(line) for line in log.read_text().splitlines()]
+        return [r for r in records if r["decision"] == "auto-prepare"
+                and r["evidence"]["text"] == text]  # fmt: skip
+
+    deadline = time.monotonic() + 10
+    while not mine() and time.monotonic() < deadline:  # a writer thread appends records
+        time.sleep(0.1)
+    time.sleep(0.3)  # a second record, were there one, would be there by now
+    found = mine()
+    assert len(found) == 1
     assert "secret" not in log.read_text()
-    assert mine[0]["agent"] == "optimizer"
+    assert found[0]["agent"] == "optimizer"
 
 
 @pytest.mark.parametrize("script", ["-S", "-N"])
