@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import asyncpg
@@ -95,6 +95,25 @@ def parse_comment_tags(comment: str | None, prefix: str) -> dict[str, str]:
     return tags
 
 
+def tags_of(
+    columns: Iterable[tuple[str, str, str, str | None]],
+    tables: Iterable[tuple[str, str, str | None]],
+    prefix: str,
+) -> dict[str, dict[str, str]]:
+    """The tags written in comments: (schema, table, column, comment) rows, then (schema,
+    table, comment) rows -> {"schema.table[.column]": tags} (lower-case keys)."""
+    tags: dict[str, dict[str, str]] = {}
+    for schema, table, column, comment in columns:
+        found = parse_comment_tags(comment, prefix)
+        if found:
+            tags[f"{schema}.{table}.{column}".lower()] = found
+    for schema, table, comment in tables:
+        found = parse_comment_tags(comment, prefix)
+        if found:
+            tags[f"{schema}.{table}".lower()] = found
+    return tags
+
+
 async def read_catalog(connect: Mapping[str, Any], database: str, prefix: str, version: int,
                        timeout_s: float = 10.0) -> Catalog:  # fmt: skip
     """Read one database's catalog; `connect` holds asyncpg.connect's keyword arguments."""
@@ -118,20 +137,13 @@ async def read_catalog(connect: Mapping[str, Any], database: str, prefix: str, v
     finally:
         await conn.close()
     columns: dict[str, list[str]] = {}
-    tags: dict[str, dict[str, str]] = {}
     types: dict[str, tuple[str, bool]] = {}
-    for schema, table, column, comment, type_name, is_string in rows:
+    for schema, table, column, _comment, type_name, is_string in rows:
         name = f"{schema}.{table}".lower()
         columns.setdefault(name, []).append(column.lower())
         # A domain's base type: a mask value need not pass the domain's checks.
         types[f"{name}.{column.lower()}"] = (type_name, bool(is_string))
-        found = parse_comment_tags(comment, prefix)
-        if found:
-            tags[f"{name}.{column.lower()}"] = found
-    for schema, table, comment in tables:
-        found = parse_comment_tags(comment, prefix)
-        if found:
-            tags[f"{schema}.{table}".lower()] = found
+    tags = tags_of((r[:4] for r in rows), tables, prefix)
     return Catalog(
         columns={k: tuple(v) for k, v in columns.items()},
         comment_tags=tags,

@@ -23,7 +23,7 @@ from typing import Any
 import aiomysql
 import pymysql
 
-from sqlx.agents.catalog import parse_comment_tags
+from sqlx.agents.catalog import tags_of
 from sqlx.agents.facts import Catalog
 
 DIALECT = "mysql"
@@ -70,10 +70,9 @@ async def read_mysql_catalog(connect: Mapping[str, Any], database: str, prefix: 
     finally:
         conn.close()
     columns: dict[str, list[str]] = {}
-    tags: dict[str, dict[str, str]] = {}
     types: dict[str, tuple[str, bool]] = {}
     spelled: dict[str, str] = {}
-    for schema, table, column, comment, column_type, data_type in rows:
+    for schema, table, column, _comment, column_type, data_type in rows:
         name = f"{schema}.{table}".lower()
         columns.setdefault(name, []).append(column.lower())
         for key, value in ((schema.lower(), schema), (name, table),
@@ -81,13 +80,7 @@ async def read_mysql_catalog(connect: Mapping[str, Any], database: str, prefix: 
             if value != key.rpartition(".")[2]:
                 spelled[key] = value
         types[f"{name}.{column.lower()}"] = (column_type, data_type.lower() in _STRING_TYPES)
-        found = parse_comment_tags(comment, prefix)
-        if found:
-            tags[f"{name}.{column.lower()}"] = found
-    for schema, table, comment in tables:
-        found = parse_comment_tags(comment, prefix)
-        if found:
-            tags[f"{schema}.{table}".lower()] = found
+    tags = tags_of((r[:4] for r in rows), tables, prefix)
     return Catalog(
         columns={k: tuple(v) for k, v in columns.items()},
         comment_tags=tags,

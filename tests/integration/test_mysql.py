@@ -439,3 +439,39 @@ def test_upstream_tls_per_the_dsn(pg: PgServer, tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_long_data_and_a_cursor_fetched_in_parts(my_proxy: Listener,
+                                                 mysql_server: MySqlServer) -> None:  # fmt: skip
+    """COM_STMT_SEND_LONG_DATA (no response), an execution that opens a read-only cursor
+    (COM_STMT_FETCH in parts), COM_STMT_RESET and COM_STMT_CLOSE, then a plain query."""
+    import io
+
+    import mysql.connector
+
+    _, port = my_proxy
+    conn = mysql.connector.connect(host="127.0.0.1", port=port, user=mysql_server.user,
+                                   password=mysql_server.password,
+                                   database=mysql_server.database, autocommit=True)  # fmt: skip
+    try:
+        conn.cmd_query("CREATE TABLE IF NOT EXISTS longs (id INT, b MEDIUMBLOB)")
+        insert = conn.cmd_stmt_prepare(b"INSERT INTO longs VALUES (?, ?)")
+        sid = insert["statement_id"]
+        conn.cmd_stmt_send_long_data(sid, 1, io.BytesIO(b"x" * 100_000))
+        conn.cmd_stmt_execute(sid, (1, b""), insert["parameters"], 0)
+        for i in range(2, 6):
+            conn.cmd_stmt_execute(sid, (i, b"y"), insert["parameters"], 0)
+        select = conn.cmd_stmt_prepare(b"SELECT id, LENGTH(b) FROM longs ORDER BY id")
+        sid = select["statement_id"]
+        conn.cmd_stmt_execute(sid, (), (), 1)  # CURSOR_TYPE_READ_ONLY: rows on fetch
+        conn.cmd_stmt_fetch(sid, 2)
+        first, _ = conn.get_rows(binary=True, columns=select["columns"])
+        conn.cmd_stmt_fetch(sid, 10)
+        rest, _ = conn.get_rows(binary=True, columns=select["columns"])
+        assert first == [(1, 100_000), (2, 1)] and rest == [(3, 1), (4, 1), (5, 1)]
+        conn.cmd_stmt_reset(sid)
+        conn.cmd_stmt_close(sid)
+        conn.cmd_query("SELECT COUNT(*) FROM longs")
+        assert conn.get_rows()[0] == [(5,)]
+    finally:
+        conn.close()
