@@ -296,7 +296,11 @@ def rewrite(graphs: list[AIRGraph], policy: Policy, who: Who, catalog: Catalog,
 
 
 def _placeholders(sql: str) -> int:
-    return sum(1 for t in MySQL().tokenize(sql) if t.token_type is TokenType.PLACEHOLDER)
+    try:
+        tokens = MySQL().tokenize(sql)
+    except SqlglotError as exc:
+        raise Refused(f"the rewritten statement is not valid: {exc}") from exc
+    return sum(1 for t in tokens if t.token_type is TokenType.PLACEHOLDER)
 
 
 def _statements(text: str) -> list[str]:

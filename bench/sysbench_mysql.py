@@ -152,6 +152,10 @@ def write_results(samples: list[dict], args: argparse.Namespace, command: str,
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    if shutil.which("sysbench") is None:
+        print("sysbench is not installed: apt-get install sysbench (Debian's package)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     out_dir = Path(args.out)
     samples = run(args.rounds, args.seconds, args.threads)
     command = "sqlxos bench mysql " + " ".join(sys.argv[3:])
