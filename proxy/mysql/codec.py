@@ -77,11 +77,14 @@ class Packet:
 class PacketReader:
     """Frames one direction of a MySQL stream into logical packets."""
 
-    __slots__ = ("_buf", "_first_seq", "_parts", "_raw", "expect_seq", "max_payload")
+    __slots__ = ("_buf", "_first_seq", "_parts", "_raw", "commands", "expect_seq", "max_payload")
 
-    def __init__(self, max_payload: int) -> None:
+    def __init__(self, max_payload: int, commands: bool = False) -> None:
         self.max_payload = max_payload
         self.expect_seq: int | None = None  # the next sequence id, when it is known
+        # A client between commands: each logical packet is a command of its own, and
+        # the next one starts again at 0 (one with no response may be followed at once).
+        self.commands = commands
         self._buf = b""
         self._parts: list[bytes] = []
         self._raw: list[bytes] = []
@@ -118,6 +121,8 @@ class PacketReader:
                 raw = self._raw[0] if len(self._raw) == 1 else b"".join(self._raw)
                 out.append(Packet(self._first_seq, seq, payload, raw))
                 self._parts, self._raw = [], []
+                if self.commands:
+                    self.expect_seq = 0
         self._buf = buf[pos:]
         return out
 

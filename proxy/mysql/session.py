@@ -241,7 +241,6 @@ class MySqlSession:
             self.fail(1156, "08S01", f"sqlx-os: a command must start at sequence id 0, not "
                       f"{p.seq}", seq=(p.last_seq + 1) & 0xFF)  # fmt: skip
             return
-        self._client.expect_seq = 0  # the next command starts again at 0
         self._statement, self._decision = None, ALLOW
         command = p.payload[0] if p.payload else -1
         if command == codec.COM_QUERY or command == codec.COM_STMT_PREPARE:
@@ -282,6 +281,7 @@ class MySqlSession:
             except (IndexError, ValueError):
                 self._pending_identity = ("", "")
             self.state = State.AUTHENTICATING
+            self._client.commands = False  # an exchange of packets follows, as at login
             self._prepared.clear()  # the server drops a session's statements
             self._server = PacketReader(_AUTH_LIMIT)
             self._server.expect_seq = 1
@@ -371,7 +371,7 @@ class MySqlSession:
                 self.facts = dataclasses.replace(self.facts, user=identity[0],
                                                  database=identity[1])  # fmt: skip
             self._seq_shift = 0  # every command starts again at 0 on both sides
-            self._client = PacketReader(self._max)
+            self._client = PacketReader(self._max, commands=True)
             self._client.expect_seq = 0
         elif first == b"\xff":
             self._close("authentication failed")

@@ -121,6 +121,14 @@ def test_a_rewritten_statement_replaces_the_clients_and_escapes_follow_the_serve
     assert decider.seen[-1].escapes is False and decider.seen[0].escapes is True
 
 
+def test_a_command_with_no_response_may_be_followed_at_once() -> None:
+    s, _ = _ready()
+    long_data = codec.packet(0, b"\x18\x01\x00\x00\x00\x01\x00" + b"x" * 10)
+    execute = codec.packet(0, b"\x17\x01\x00\x00\x00\x00\x01\x00\x00\x00")
+    s.receive_client(long_data + execute)  # one read: both at sequence id 0
+    assert s.out_server == [long_data, execute] and s.state is State.READY
+
+
 def test_a_command_not_at_sequence_zero_closes_the_client() -> None:
     s, _ = _ready()
     s.receive_client(codec.packet(4, b"\x0e"))
