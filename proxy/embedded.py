@@ -14,6 +14,7 @@ import contextlib
 import importlib.util
 import os
 import pwd
+import random
 import shutil
 import socket
 import subprocess
@@ -67,6 +68,15 @@ def client_binary(name: str) -> str:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port free now, below Linux's ephemeral range (32768 up): a port the kernel hands
+    out for outgoing connections could be taken by one before the caller binds it."""
+    for port in random.sample(range(20000, 32768), 64):
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
