@@ -17,6 +17,7 @@ Tags are written in comments as on PostgreSQL:
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -100,8 +101,9 @@ async def _fetch(cur: aiomysql.Cursor, sql: str) -> list[tuple[Any, ...]]:
     return list(await cur.fetchall())
 
 
-def aiomysql_kwargs(user: str | None, password: str | None, host: str,
-                    port: int) -> dict[str, Any]:  # fmt: skip
-    """aiomysql.connect's keyword arguments for the proxy's own connection."""
+def aiomysql_kwargs(user: str | None, password: str | None, host: str, port: int,
+                    tls: ssl.SSLContext | None = None) -> dict[str, Any]:  # fmt: skip
+    """aiomysql.connect's keyword arguments for the proxy's own connection (over TLS with
+    `tls` when the server offers it, as the listener's sessions)."""
     return {"host": host, "port": port, "user": user or "root", "password": password or "",
-            "charset": "utf8mb4"}  # fmt: skip
+            "charset": "utf8mb4", "ssl": tls}  # fmt: skip

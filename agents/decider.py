@@ -133,7 +133,8 @@ class PolicyDecider:
         if policy.fail_closed and string_escapes.mysql_misread(statement):
             refused = _Evaluated(string_escapes.MYSQL_REFUSED, "UNREADABLE", None, None)
             return self._decision(refused, who, statement.sql)
-        catalog = self._mysql_catalog(who.database)
+        store = self.mysql_catalogs
+        catalog = store.get(MYSQL_CATALOG) if store is not None else pol.Catalog()
         key = (statement.dialect, statement.sql, who, catalog.version)
         found = self._cache.get(key)
         if found is not None:
@@ -141,7 +142,10 @@ class PolicyDecider:
             self._cache.move_to_end(key)
             return self._decision(found, who, statement.sql)
         self.misses += 1
-        found = self._evaluate_mysql(statement, who, policy, catalog)
+        # The default database is where unqualified names are looked up; with none, an
+        # unqualified name stands for a table of that name in any database.
+        path = (who.database.lower(),) if who.database else None
+        found = self._evaluate_mysql(statement, who, policy, catalog.with_path(path))
         if any(f.rule == pol.STALE for f in found.outcome.findings):
             if self.mysql_catalogs is not None:
                 self.mysql_catalogs.refresh(MYSQL_CATALOG)
@@ -151,13 +155,6 @@ class PolicyDecider:
         if decision is ALLOW and found.ddl:
             return _ALLOW_OBSERVED
         return decision
-
-    def _mysql_catalog(self, database: str) -> pol.Catalog:
-        store = self.mysql_catalogs
-        catalog = store.get(MYSQL_CATALOG) if store is not None else pol.Catalog()
-        # The default database is where unqualified names are looked up; with none, an
-        # unqualified name stands for a table of that name in any database.
-        return catalog.with_path((database.lower(),) if database else None)
 
     def _either_quoting(self, text: str, outcome: pol.Outcome, who: pol.Who, policy: Policy,
                         catalog: pol.Catalog) -> pol.Outcome:  # fmt: skip

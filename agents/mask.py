@@ -135,6 +135,25 @@ def table_policies(catalog: Catalog, rules: list[tuple[int, Rule]], tags: TagMap
     return out
 
 
+def policy_named(name: str, tables: dict[str, TablePolicy], catalog: Catalog,
+                 ) -> TablePolicy | None:  # fmt: skip
+    """The policy of the table a statement names `name` (lower case, CTEs ruled out), if
+    policed; raises `Refused` when the name could stand for more than one table."""
+    name = catalog.resolve(name)
+    found = [tp for t, tp in tables.items() if same_table(t, name)]
+    if found and "." not in name:
+        # The search path is not known: the table the server reads could be another
+        # schema's, and the rewrite would read the policed one in its place.
+        others = [t for t in catalog.columns if same_table(t, name)]
+        if len(others) > 1:
+            raise Refused(f"{name} names tables in several schemas ({', '.join(others)}) "
+                          "and the session's search_path is not known to the proxy; "
+                          "qualify it with its schema")  # fmt: skip
+    if len(found) > 1:
+        raise Refused(f"{name} could name several policed tables; qualify it with its schema")
+    return found[0] if found else None
+
+
 def check_inference(graph: AIRGraph, catalog: Catalog, tables: dict[str, TablePolicy]) -> None:
     """Refuse a statement that filters, joins, groups or sorts on a masked column."""
     masked = {(t, c): rule for t, tp in tables.items() for c, rule in tp.masks.items()}
@@ -226,19 +245,7 @@ class Rewriter:
         name = ".".join(p for p in (relation.get("schemaname"), relation["relname"]) if p).lower()
         if not relation.get("schemaname") and any(name in names for names in self.scope):
             return None  # a CTE of that name, visible here
-        name = self.catalog.resolve(name)
-        found = [tp for t, tp in self.tables.items() if same_table(t, name)]
-        if found and "." not in name:
-            # The search path is not known: the table the server reads could be another
-            # schema's, and the rewrite would read the policed one in its place.
-            others = [t for t in self.catalog.columns if same_table(t, name)]
-            if len(others) > 1:
-                raise Refused(f"{name} names tables in several schemas ({', '.join(others)}) "
-                              "and the session's search_path is not known to the proxy; "
-                              "qualify it with its schema")  # fmt: skip
-        if len(found) > 1:
-            raise Refused(f"{name} could name several policed tables; qualify it with its schema")
-        return found[0] if found else None
+        return policy_named(name, self.tables, self.catalog)
 
     def walk(self, node: Any, key: str = "") -> Any:
         if isinstance(node, tuple | list):

@@ -41,11 +41,11 @@ from sqlx.agents.mask import (
     Refused,
     TablePolicy,
     check_inference,
+    policy_named,
     table_policies,
 )
 from sqlx.agents.policy import Catalog, Who, effective_tags, session_rules
 from sqlx.air.model import AIRGraph
-from sqlx.air.tags import same_table
 from sqlx.config.policy import Policy, Rule
 
 DIALECT = "mysql"
@@ -162,12 +162,7 @@ class Rewriter:
         if _is_cte(table):
             return None
         name = ".".join(p for p in (table.text("db"), table.name) if p).lower()
-        name = self.catalog.resolve(name)
-        found = [tp for t, tp in self.tables.items() if same_table(t, name)]
-        if len(found) > 1:
-            raise Refused(f"{name} could name several policed tables; qualify it with its "
-                          "database")  # fmt: skip
-        return found[0] if found else None
+        return policy_named(name, self.tables, self.catalog)
 
     def run(self, tree: exp.Expression) -> None:
         targets = self._targets(tree)

@@ -40,7 +40,12 @@ from sqlx.proxy.embedded import ClusterError, LocalCluster
 from sqlx.proxy.http import Handler, HttpServer
 from sqlx.proxy.mysql.server import MySqlProxy, parse_mysql_dsn
 from sqlx.proxy.pg.server import PgProxy, server_tls_context
-from sqlx.proxy.pg.upstream import UpstreamTarget, asyncpg_kwargs, parse_dsn
+from sqlx.proxy.pg.upstream import (
+    UpstreamTarget,
+    asyncpg_kwargs,
+    client_tls_context,
+    parse_dsn,
+)
 from sqlx.proxy.runtime import tune_gc
 from sqlx.proxy.telemetry import Instrumented, Telemetry
 
@@ -257,8 +262,9 @@ class ProxyApp:
         assert config.mysql.upstream_dsn
         try:
             target = parse_mysql_dsn(config.mysql.upstream_dsn)
+            tls = client_tls_context(target) if target.sslmode != "disable" else None
             catalogs = CatalogStore(aiomysql_kwargs(target.user, target.password, target.host,
-                                                    target.port), prefix,
+                                                    target.port, tls), prefix,
                                     self.decider.invalidate, read_mysql_catalog,
                                     catalog_mysql.ERRORS)  # fmt: skip
             self.decider.mysql_catalogs = catalogs

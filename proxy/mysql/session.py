@@ -92,7 +92,7 @@ class MySqlSession:
         self.tls_available = tls_available
         # The DSN's ssl-mode, in libpq's names (prefer: TLS if the server offers it).
         self.upstream_tls = upstream_tls
-        self._held_for_tls: list[bytes] = []
+        self._held_for_tls = b""  # the handshake response, until the server speaks TLS
         # Statements prepared on the server (id -> as prepared, and its decision).
         self._prepared: dict[int, tuple[Statement, Decision]] = {}
         self.state = State.CONNECTING
@@ -210,7 +210,7 @@ class MySqlSession:
             # An SSLRequest is the response's first 32 bytes; the server then counts one
             # packet more than the client has sent.
             self.out_server.append(codec.packet(seq, payload[:32]))
-            self._held_for_tls.append(codec.packet(seq + 1, payload))
+            self._held_for_tls = codec.packet(seq + 1, payload)
             self.actions.append(StartUpstreamTls())
             self._seq_shift -= 1
         else:
@@ -233,8 +233,8 @@ class MySqlSession:
 
     def upstream_secured(self) -> None:
         """The server socket speaks TLS now: the held handshake response goes out."""
-        self.out_server.extend(self._held_for_tls)
-        self._held_for_tls.clear()
+        self.out_server.append(self._held_for_tls)
+        self._held_for_tls = b""
 
     def _command(self, p: Packet) -> None:
         if p.seq != 0:

@@ -434,6 +434,8 @@ def test_upstream_tls_per_the_dsn(pg: PgServer, tmp_path: Path) -> None:
                         conn.select_db("mysql")  # COM_INIT_DB after the handshake
                         cur.execute("SELECT DATABASE()")
                         assert cur.fetchall() == (("mysql",),)
+                # The proxy's own catalog connection took TLS too.
+                assert "catalog read" in proxy.log() and "cannot read" not in proxy.log()
             finally:
                 proxy.stop()
     finally:
