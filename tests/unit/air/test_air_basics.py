@@ -62,6 +62,17 @@ def test_json_access_is_json_extract(sql: str, scalar: bool) -> None:
     assert _pg_tree(air.emit(g)) == _pg_tree(sql)
 
 
+@pytest.mark.parametrize("sql", ["SAVEPOINT sp1", "RELEASE SAVEPOINT sp1", "SAVEPOINT `a b`"])
+@pytest.mark.parametrize("dialect", ["postgres", "mysql"])
+def test_savepoints_are_transaction_statements_in_every_dialect(sql: str, dialect: str) -> None:
+    if dialect == "postgres":
+        sql = sql.replace("`", '"')
+    graph = air.lower(sql, dialect)
+    assert graph.kind == "TRANSACTION"
+    assert air.emit(air.lower(air.emit(graph), dialect)) == air.emit(graph)
+    assert "sp1" in air.emit(graph) or "a b" in air.emit(graph)
+
+
 def test_parameters_are_nodes() -> None:
     g = air.lower("SELECT * FROM t WHERE a = $1 AND b = $2")
     assert sorted(n.value for n in g.walk() if n.kind == "PARAM") == [1, 2]
