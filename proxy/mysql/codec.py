@@ -94,7 +94,8 @@ class PacketReader:
     def mid_packet(self) -> bool:
         return bool(self._buf) or bool(self._parts)
 
-    def feed(self, data: bytes) -> list[Packet]:
+    def feed(self, data: bytes, limit: int = 0) -> list[Packet]:
+        """The logical packets complete so far (at most `limit` of them, when set)."""
         buf = self._buf + data if self._buf else data
         out: list[Packet] = []
         pos, n = 0, len(buf)
@@ -123,8 +124,17 @@ class PacketReader:
                 self._parts, self._raw = [], []
                 if self.commands:
                     self.expect_seq = 0
+                if limit and len(out) == limit:
+                    break
         self._buf = buf[pos:]
         return out
+
+    def take_rest(self) -> bytes:
+        """What was read past the last packet returned (the stream goes on in another
+        protocol, e.g. TLS after an SSLRequest), leaving the reader empty."""
+        rest = b"".join(self._raw) + self._buf
+        self._buf, self._parts, self._raw = b"", [], []
+        return rest
 
 
 def packet(seq: int, payload: bytes) -> bytes:

@@ -22,6 +22,7 @@ import structlog
 from sqlx.proxy.decision import Decider
 from sqlx.proxy.mysql.session import Close, MySqlSession, StartTls, StartUpstreamTls
 from sqlx.proxy.pg.upstream import client_tls_context
+from sqlx.proxy.tls import accept_tls
 
 log = structlog.get_logger("sqlx.proxy.mysql")
 
@@ -88,6 +89,10 @@ class MySqlClient(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.upstream: asyncio.Transport | None = None
         self.closed = False
+        # Between the client's SSLRequest and the end of its TLS handshake, what the
+        # session has for the client (bytes, a close) waits: the plain transport must
+        # not carry it, and the handshake may deliver the client's next packet first.
+        self._upgrading = False
         self.session: MySqlSession
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -134,6 +139,8 @@ class MySqlClient(asyncio.Protocol):
             if self.upstream is not None:
                 self.upstream.writelines(s.out_server)
             s.out_server.clear()
+        if self._upgrading:
+            return
         if s.out_client:
             if self.transport is not None and not self.transport.is_closing():
                 self.transport.writelines(s.out_client)
@@ -145,8 +152,9 @@ class MySqlClient(asyncio.Protocol):
                 if isinstance(action, StartTls) and self.transport is not None:
                     # Nothing more is read in plaintext: the next bytes are TLS.
                     self.transport.pause_reading()
+                    self._upgrading = True
                     self._tls = asyncio.get_running_loop().create_task(
-                        self._start_tls(self.transport))  # fmt: skip
+                        self._start_tls(self.transport, action.early))  # fmt: skip
                 elif isinstance(action, StartUpstreamTls) and self.upstream is not None:
                     self.upstream.pause_reading()
                     self._upstream_tls = asyncio.get_running_loop().create_task(
@@ -154,15 +162,20 @@ class MySqlClient(asyncio.Protocol):
                 elif isinstance(action, Close):
                     self._close()
 
-    async def _start_tls(self, transport: asyncio.Transport) -> None:
-        loop = asyncio.get_running_loop()
+    async def _start_tls(self, transport: asyncio.Transport, early: bytes) -> None:
+        assert self.proxy.tls_context is not None
         try:
-            self.transport = await loop.start_tls(  # type: ignore[assignment]
-                transport, self, self.proxy.tls_context, server_side=True
-            )  # type: ignore[arg-type]
+            self.transport = await accept_tls(transport, self, self.proxy.tls_context,
+                                              early=early)  # fmt: skip
         except (OSError, ssl.SSLError, ConnectionError) as exc:
-            log.info("MySQL client TLS handshake failed", error=str(exc))
-            transport.close()
+            log.info("MySQL client TLS handshake failed", error=str(exc) or type(exc).__name__)
+            # A handshake that never finished is not reported to this protocol as a lost
+            # connection: the server side is closed here.
+            self._upgrading = False
+            self.connection_lost(exc)
+            return
+        self._upgrading = False
+        self._flush()
 
     async def _secure_upstream(self, transport: asyncio.Transport) -> None:
         target = self.proxy.target
@@ -190,7 +203,8 @@ class MySqlClient(asyncio.Protocol):
             return
         self.session.server_lost()
         self._flush()
-        self._close()
+        if not self._upgrading:
+            self._close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

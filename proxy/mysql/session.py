@@ -75,7 +75,12 @@ class Close:
 
 @dataclass(frozen=True, slots=True)
 class StartTls:
-    """The client asked for TLS (SSLRequest): upgrade its socket before reading on."""
+    """The client asked for TLS (SSLRequest): upgrade its socket before reading on.
+
+    `early` is what the client sent after the SSLRequest in the same read: the start
+    of its TLS handshake (a MySQL client does not wait for an answer to the request)."""
+
+    early: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,8 +159,11 @@ class MySqlSession:
     # --- client -> server ------------------------------------------------------------------
 
     def receive_client(self, data: bytes) -> None:
+        # The first packet may be an SSLRequest, after which the bytes are TLS: it is
+        # read alone, and what came after it goes to the TLS layer (`StartTls.early`).
+        handshake = self.state is State.HANDSHAKE
         try:
-            packets = self._client.feed(data)
+            packets = self._client.feed(data, limit=1 if handshake else 0)
         except PacketError as exc:
             self.fail(exc.errno, "08S01", f"sqlx-os: {exc}", seq=self._client_error_seq())
             return
@@ -171,6 +179,8 @@ class MySqlSession:
                 self._server.expect_seq = (p.last_seq - self._seq_shift + 1) & 0xFF
             else:  # a client that talks before the greeting
                 self.fail(1043, "08S01", "sqlx-os: bad handshake")
+        if handshake and self.state is State.AUTHENTICATING and self._client.mid_packet:
+            self.receive_client(b"")  # what followed the handshake response
 
     def _client_error_seq(self) -> int:
         expected = self._client.expect_seq
@@ -189,7 +199,7 @@ class MySqlSession:
                 return
             self.tls = True
             self._seq_shift = 1
-            self.actions.append(StartTls())
+            self.actions.append(StartTls(self._client.take_rest()))
             return
         self._capabilities = response.capabilities & ~codec.WITHHELD
         self.facts = SessionFacts(

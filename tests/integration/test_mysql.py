@@ -9,9 +9,11 @@ and close only that client.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
+import ssl
 import struct
 import subprocess
 import time
@@ -309,8 +311,6 @@ async def test_an_asyncio_driver(my_proxy: Listener, mysql_server: MySqlServer) 
 
 def test_tls_from_the_client_to_the_proxy(pg: PgServer, mysql_server: MySqlServer,
                                           tmp_path: Path) -> None:  # fmt: skip
-    import ssl
-
     cert, key = make_cert(tmp_path)
     port = free_port()
     config = {**_mysql_config(mysql_server, port),
@@ -329,8 +329,53 @@ def test_tls_from_the_client_to_the_proxy(pg: PgServer, mysql_server: MySqlServe
         with _connect(mysql_server, port) as plain, plain.cursor() as cur:  # TLS stays optional
             cur.execute("SELECT 1")
             assert cur.fetchall() == ((1,),)
+        # A client that sends its ClientHello in the same segment as the SSLRequest (as
+        # any may, under load) is answered: before, both sides waited for each other.
+        assert _hasty_tls_login(port, context, b"")[:1] == b"\x00"  # root, no password
+        err = _hasty_tls_login(port, context, b"\x01" * 20)
+        assert err[:1] == b"\xff" and struct.unpack_from("<H", err, 1)[0] == 1045
     finally:
         proxy.stop()
+
+
+def _hasty_tls_login(port: int, context: ssl.SSLContext, auth: bytes) -> bytes:
+    """Log in as root over TLS with the SSLRequest and the ClientHello in one send;
+    the server's answer to the handshake response."""
+    sock = _greeted(port)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing)
+
+    def pump() -> None:  # what TLS has to say goes out; one read of the answer comes in
+        sock.sendall(outgoing.read())
+        data = sock.recv(65536)
+        assert data, "the proxy closed the connection"
+        incoming.write(data)
+
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    caps = 0x0200 | 0x0800 | 0x8000 | 0x80000  # PROTOCOL_41, SSL, SECURE_CONNECTION, PLUGIN_AUTH
+    head = struct.pack("<IIB23x", caps, 1 << 24, 45)
+    sock.sendall(_packet(1, head) + outgoing.read())
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            pump()
+    tls.write(_packet(2, head + b"root\0" + bytes((len(auth),)) + auth
+                      + b"mysql_native_password\0"))  # fmt: skip
+    data = b""
+    while len(data) < 4 or len(data) < 4 + int.from_bytes(data[:3], "little"):
+        try:
+            data += tls.read(65536)
+        except ssl.SSLWantReadError:
+            pump()
+    sock.close()
+    return data[4:]
+
+
+def _packet(seq: int, payload: bytes) -> bytes:
+    return struct.pack("<I", len(payload))[:3] + bytes((seq,)) + payload
 
 
 def test_kill_query_from_a_second_connection(my_proxy: Listener,
@@ -404,8 +449,6 @@ def test_local_infile_is_refused_with_a_clear_error(my_proxy: Listener,
 def test_upstream_tls_per_the_dsn(pg: PgServer, tmp_path: Path) -> None:
     """A server that takes TLS connections only: the proxy speaks TLS to it as the DSN's
     ssl-mode says, whatever the client speaks to the proxy."""
-    import ssl
-
     if not shutil.which("mariadbd"):
         pytest.skip("no mariadbd to start a TLS-only server with")
     cert, key = make_cert(tmp_path)

@@ -9,7 +9,7 @@ import pytest
 from sqlx.proxy.decision import ALLOW, Decision, Outcome, Statement, Verdict
 from sqlx.proxy.mysql import codec
 from sqlx.proxy.mysql.codec import PacketError, PacketReader
-from sqlx.proxy.mysql.session import MySqlSession, State
+from sqlx.proxy.mysql.session import MySqlSession, StartTls, State
 
 CAPS = (codec.CLIENT_PROTOCOL_41 | codec.CLIENT_SECURE_CONNECTION | codec.CLIENT_PLUGIN_AUTH
         | codec.CLIENT_CONNECT_WITH_DB | codec.CLIENT_COMPRESS | codec.CLIENT_SSL
@@ -156,3 +156,50 @@ def test_a_response_is_followed_to_its_end_by_headers_alone() -> None:
     failed = Response(codec.COM_QUERY, deprecate_eof=False, in_transaction=True)
     failed.feed(codec.err_packet(1, 1146, "42S02", "no such table"))
     assert failed.done and (failed.error, failed.sqlstate) == (1146, "42S02")
+
+
+def test_what_follows_an_ssl_request_in_the_same_read_goes_to_tls() -> None:
+    s = MySqlSession(_Recorder(), client_addr="10.0.0.1", max_packet_bytes=1 << 20,
+                     tls_available=True)  # fmt: skip
+    s.receive_server(_greeting())
+    s.out_client.clear()
+    ssl_request = codec.packet(1, struct.pack("<IIB23x", CAPS, 1 << 24, 33))
+    client_hello = b"\x16\x03\x01\x00\xc8" + b"\x01" * 200  # a TLS record, not a packet
+    s.receive_client(ssl_request + client_hello)
+    (action,) = s.actions
+    assert isinstance(action, StartTls) and action.early == client_hello
+    assert s.state is State.HANDSHAKE and s.out_client == [] and s.out_server == []
+    s.receive_client(_response()[:3] + b"\x02" + _response()[4:])  # decrypted: the response
+    assert codec.read_handshake_response(s.out_server[0][4:]).user == "app"
+    assert s.out_server[0][3] == 1  # the server never saw the SSLRequest
+
+
+def _authenticating(plugin_reply: bytes) -> MySqlSession:
+    s = MySqlSession(_Recorder(), client_addr="10.0.0.1", max_packet_bytes=1 << 20)
+    s.receive_server(_greeting())
+    s.receive_client(_response())
+    s.out_server.clear()
+    s.out_client.clear()
+    s.receive_server(codec.packet(2, plugin_reply))
+    return s
+
+
+@pytest.mark.parametrize("path", ["fast", "full-rsa"])
+def test_caching_sha2_exchanges_are_relayed_packet_by_packet(path: str) -> None:
+    # caching_sha2_password (MySQL 8): after the scramble the server says 0x01 0x03 (fast
+    # path: a cached hash matched, OK follows) or 0x01 0x04 (full: the client sends the
+    # password over TLS, or asks for the RSA key with 0x02 and sends it encrypted).
+    s = _authenticating(b"\x01\x03" if path == "fast" else b"\x01\x04")
+    assert s.out_client == [codec.packet(2, b"\x01\x03" if path == "fast" else b"\x01\x04")]
+    seq = 3
+    if path == "full-rsa":
+        s.receive_client(codec.packet(3, b"\x02"))  # request the public key
+        s.receive_server(codec.packet(4, b"\x01-----BEGIN PUBLIC KEY-----\n...\n"))
+        s.receive_client(codec.packet(5, b"\xaa" * 256))  # the password, RSA-encrypted
+        assert s.out_server == [codec.packet(3, b"\x02"), codec.packet(5, b"\xaa" * 256)]
+        seq = 6
+    assert s.state is State.AUTHENTICATING
+    s.receive_server(codec.packet(seq, b"\x00\x00\x00\x02\x00\x00\x00"))
+    assert s.state is State.READY and s.out_client[-1][3] == seq
+    s.receive_client(codec.packet(0, b"\x03SELECT 1"))
+    assert s.out_server[-1] == codec.packet(0, b"\x03SELECT 1")
