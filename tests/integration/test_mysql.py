@@ -486,6 +486,34 @@ def test_upstream_tls_per_the_dsn(pg: PgServer, tmp_path: Path) -> None:
         proc.wait(30)
 
 
+def test_an_auth_switch_to_another_plugin(pg: PgServer, tmp_path: Path) -> None:
+    """A user of MariaDB's ed25519 plugin: the greeting offers mysql_native_password, so
+    the server asks the client to switch plugins, and the exchange is relayed as it comes
+    (as caching_sha2_password's is on MySQL 8, which MariaDB does not have here)."""
+    if not shutil.which("mariadbd"):
+        pytest.skip("no mariadbd to start a server with the ed25519 plugin")
+    proc, server_port = throwaway(tmp_path / "ed-db", ("--plugin-load-add=auth_ed25519",))
+    try:
+        admin = MySqlServer("127.0.0.1", server_port, "mysql", "root", "")
+        admin.execute("CREATE USER 'ed'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('ed-pw')")
+        assert admin.execute("SELECT plugin FROM mysql.user WHERE user = 'ed'") == [("ed25519",)]
+        port = free_port()
+        proxy = start_proxy(tmp_path / "p", pg, _mysql_config(admin, port))
+        try:
+            conn = _connect(admin, port, user="ed", password="ed-pw", database=None)
+            with conn, conn.cursor() as cur:
+                cur.execute("SELECT CURRENT_USER()")
+                assert cur.fetchall() == (("ed@%",),)
+            with pytest.raises(pymysql.err.OperationalError) as err:
+                _connect(admin, port, user="ed", password="wrong", database=None)
+            assert err.value.args[0] == 1045
+        finally:
+            proxy.stop()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def test_long_data_and_a_cursor_fetched_in_parts(my_proxy: Listener,
                                                  mysql_server: MySqlServer) -> None:  # fmt: skip
     """COM_STMT_SEND_LONG_DATA (no response), an execution that opens a read-only cursor
