@@ -40,12 +40,17 @@ def status_of(payload: bytes, ok: bool) -> int:
 class Response:
     """One command's response, followed as its bytes go by."""
 
-    __slots__ = ("_head", "_left", "_length", "_payload", "_remaining", "_state", "deprecate_eof",
-                 "error", "in_transaction", "rows", "sqlstate", "statement_id",
-                 "status")  # fmt: skip
+    __slots__ = ("_continued", "_eof_below", "_head", "_left", "_length", "_payload",
+                 "_remaining", "_state", "deprecate_eof", "error", "in_transaction", "rows",
+                 "sqlstate", "statement_id", "status")  # fmt: skip
 
     def __init__(self, command: int, deprecate_eof: bool, in_transaction: bool) -> None:
         self.deprecate_eof = deprecate_eof
+        # What tells the end of rows from a row that starts with 0xFE (a string of 2**24
+        # bytes or more, so a packet of full length): a classic EOF is under 9 bytes; the
+        # OK that replaces it under CLIENT_DEPRECATE_EOF may carry session state, so any
+        # packet short of full length is the end.
+        self._eof_below = codec.MAX_PAYLOAD if deprecate_eof else 9
         self.in_transaction = in_transaction
         self.rows = 0
         self.error: int | None = None
@@ -62,6 +67,9 @@ class Response:
         self._payload = b""  # the start of the current packet's payload
         self._remaining = 0  # payload bytes of the current packet not yet seen
         self._length = 0
+        # The current packet goes on from one of full length (a payload of 16 MB or
+        # more): its first byte is data, not a packet type.
+        self._continued = False
 
     @property
     def done(self) -> bool:
@@ -77,7 +85,7 @@ class Response:
                 self._remaining -= take
                 pos += take
                 if not self._remaining:
-                    self._packet(self._payload, self._length)
+                    self._complete()
                 continue
             need = _HEADER - len(self._head)
             self._head += data[pos : pos + need]
@@ -89,7 +97,12 @@ class Response:
             self._payload = b""
             self._remaining = self._length
             if not self._length:
-                self._packet(b"", 0)
+                self._complete()
+
+    def _complete(self) -> None:
+        continued, self._continued = self._continued, self._length == codec.MAX_PAYLOAD
+        if not continued:
+            self._packet(self._payload, self._length)
 
     def _status(self, payload: bytes, ok: bool) -> int:
         self.status = status_of(payload, ok)
@@ -110,6 +123,10 @@ class Response:
         elif state == _FIRST:
             if first == codec.OK:
                 self._end(self._status(payload, ok=True))
+            elif first == codec.EOF:
+                # COM_SET_OPTION (and COM_DEBUG) answer with an EOF alone; a result set's
+                # column count never starts with 0xFE (it would be 2**24 columns or more).
+                self._end(self._status(payload, ok=self.deprecate_eof))
             elif first == codec.LOCAL_INFILE:
                 self._state = _DONE  # never requested: LOCAL INFILE is withheld
             else:
@@ -125,7 +142,7 @@ class Response:
             self._state = _DONE if status & SERVER_STATUS_CURSOR_EXISTS else _ROWS
             self.in_transaction = bool(status & SERVER_STATUS_IN_TRANS)
         elif state == _ROWS:
-            if first == codec.EOF and length < 9:
+            if first == codec.EOF and length < self._eof_below:
                 self._end(self._status(payload, ok=self.deprecate_eof))
             else:
                 self.rows += 1

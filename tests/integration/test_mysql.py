@@ -514,6 +514,37 @@ def test_an_auth_switch_to_another_plugin(pg: PgServer, tmp_path: Path) -> None:
         proc.wait(30)
 
 
+def test_the_lesser_commands_are_relayed_and_their_responses_followed(
+    my_proxy: Listener, mysql_server: MySqlServer
+) -> None:
+    """COM_FIELD_LIST, COM_STATISTICS, COM_SET_OPTION and COM_RESET_CONNECTION: each
+    gets the server's answer, and the proxy finds its end (the next query works)."""
+    _, port = my_proxy
+    conn = _connect(mysql_server, port, client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS)
+    with conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE fl (id INT, label VARCHAR(10))")
+        conn._execute_command(0x04, b"fl\0")  # COM_FIELD_LIST: a definition per column, EOF
+        names = []
+        while not (packet := conn._read_packet()).is_eof_packet():
+            names.append(packet.get_all_data().split(b"fl", 2)[-1])
+        assert len(names) == 2
+        conn._execute_command(0x09, b"")  # COM_STATISTICS: one packet of text
+        assert b"Uptime:" in conn._read_packet().get_all_data()
+        conn._execute_command(0x1B, b"\x01\x00")  # COM_SET_OPTION: multi-statements off
+        conn._read_packet()
+        with pytest.raises(pymysql.err.ProgrammingError):
+            cur.execute("SELECT 1; SELECT 2")
+        conn._execute_command(0x1B, b"\x00\x00")  # and on again
+        conn._read_packet()
+        cur.execute("SELECT 1; SELECT 2")
+        assert cur.fetchall() == ((1,),) and cur.nextset() and cur.fetchall() == ((2,),)
+        cur.execute("SET @kept = 'before'")
+        conn._execute_command(0x1F, b"")  # COM_RESET_CONNECTION: session state is dropped
+        assert conn._read_packet().is_ok_packet()
+        cur.execute("SELECT @kept, 'after'")
+        assert cur.fetchall() == ((None, "after"),)
+
+
 def test_long_data_and_a_cursor_fetched_in_parts(my_proxy: Listener,
                                                  mysql_server: MySqlServer) -> None:  # fmt: skip
     """COM_STMT_SEND_LONG_DATA (no response), an execution that opens a read-only cursor

@@ -203,3 +203,21 @@ def test_caching_sha2_exchanges_are_relayed_packet_by_packet(path: str) -> None:
     assert s.state is State.READY and s.out_client[-1][3] == seq
     s.receive_client(codec.packet(0, b"\x03SELECT 1"))
     assert s.out_server[-1] == codec.packet(0, b"\x03SELECT 1")
+
+
+def test_an_eof_alone_ends_a_response_and_a_long_rows_tail_is_not_an_eof() -> None:
+    from sqlx.proxy.mysql.responses import Response
+
+    set_option = Response(codec.COM_SET_OPTION, deprecate_eof=False, in_transaction=False)
+    set_option.feed(codec.packet(1, b"\xfe\x00\x00\x02\x00"))  # COM_SET_OPTION's answer
+    assert set_option.done
+    # A row of 16 MB and more is sent in parts; the last part may start with 0xFE and
+    # is short, as the OK that ends rows under CLIENT_DEPRECATE_EOF is.
+    value = b"v" * (codec.MAX_PAYLOAD - 4) + b"\xfe" + b"www"  # its last 4 bytes: a part
+    row = b"\xfd" + len(value).to_bytes(3, "little") + value
+    r = Response(codec.COM_QUERY, deprecate_eof=True, in_transaction=False)
+    column = b"\x03def" + b"\x00" * 20
+    r.feed(codec.packet(1, b"\x01") + codec.packet(2, column) + codec.packet(3, row))
+    assert not r.done and r.rows == 1
+    r.feed(codec.packet(5, b"\xfe\x00\x00\x02\x00\x00\x00"))  # the OK that ends the rows
+    assert r.done and r.rows == 1
