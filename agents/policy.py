@@ -196,7 +196,9 @@ def _match(rule: Rule, index: int, graph: AIRGraph, tagged: list[AIRNode]) -> Fi
         ):
             return None
     tables = sorted({str(n.value) for n in hits if n.kind == "TABLE"})
-    columns = sorted({str(n.value) for n in hits if n.kind in ("COLUMN", "STAR")})
+    # A bare star may have no value: it is named `*`, never "None", in reasons.
+    named = [n for n in hits if n.kind == "STAR" or (n.kind == "COLUMN" and n.value is not None)]
+    columns = sorted({"*" if n.value is None else str(n.value) for n in named})
     tags = sorted({(k, v) for n in hits for k, v in n.tags if not k.startswith("@")})
     reason = rule.reason or _default_reason(rule, tables, columns)
     return Finding(rule.name, rule.action, tuple(tables), tuple(columns), tuple(tags), reason)

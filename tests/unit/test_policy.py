@@ -8,7 +8,7 @@ import pytest
 
 from sqlx import air
 from sqlx.agents.policy import Catalog, Who, evaluate, function_call, unparsable
-from sqlx.config.policy import PolicyError, load_pack, load_policy
+from sqlx.config.policy import Policy, PolicyError, load_pack, load_policy
 
 PACK = Path(__file__).resolve().parents[2] / "config" / "packs" / "example.yaml"
 CATALOG = Catalog(
@@ -68,6 +68,19 @@ def test_deny_beats_mask_and_audit() -> None:
     assert _verdict("SELECT amount FROM payroll", APP) == ("audit", {"audit-payroll"})
     out = evaluate(air.lower_all("SELECT * FROM payroll"), US, load_policy([PACK]), CATALOG)
     assert out.reason == "payroll data stays with EU staff"
+
+
+@pytest.mark.parametrize("dialect", ["postgres", "mysql"])
+def test_a_default_reason_names_what_was_read_and_never_says_none(dialect: str) -> None:
+    policy = Policy.model_validate({"rules": [
+        {"name": "no-orders", "action": "deny", "when": {"tables": ["orders"]}}]})  # fmt: skip
+    catalog = Catalog(columns={"public.orders": ("id", "total")}, search_path=("public",),
+                      read_ok=True, dialect=dialect)  # fmt: skip
+    for sql, named in (("SELECT * FROM orders", "(*)"), ("SELECT o.* FROM orders o", "o.*"),
+                       ("SELECT total FROM orders", "(total)")):  # fmt: skip
+        out = evaluate(air.lower_all(sql, dialect), APP, policy, catalog)
+        assert out.action == "deny" and named in out.reason and "None" not in out.reason, (
+            out.reason)  # fmt: skip
 
 
 def test_unbounded_writes_are_denied() -> None:
