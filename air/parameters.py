@@ -91,7 +91,7 @@ def placeholder_text(sql: str) -> str:
 # hex/bit literals, numbers; names in backquotes and comments are stepped over.
 _MYSQL_LITERALS = re.compile(
     r"""[xXbB]?'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*"|`(?:[^`]|``)*`"""
-    r"|#[^\n]*|--\s[^\n]*|/\*.*?\*/|(?<![\w.$])(?:0x[0-9a-fA-F]+|\d+\.?\d*(?:[eE][+-]?\d+)?"
+    r"|#[^\n]*|--(?=\s)[^\n]*|/\*.*?\*/|(?<![\w.$])(?:0x[0-9a-fA-F]+|\d+\.?\d*(?:[eE][+-]?\d+)?"
     r"|\.\d+(?:[eE][+-]?\d+)?)(?![\w$])|['\"]",
     re.DOTALL,
 )

@@ -85,3 +85,14 @@ def test_comments_and_quoted_names_hide_no_literal() -> None:
     cut, template = _prepare("SELECT \"it's\" -- 'no'\nFROM t /* 5 */ WHERE a = 'yes'")
     assert template is not None
     assert param_values(template, cut) == ("yes",)
+
+
+def test_a_mysql_shape_text_keeps_everything_the_server_runs() -> None:
+    from sqlx.air.parameters import mysql_placeholder_text
+
+    # `--` then a newline is an empty comment: the next line is code (as sqlglot reads it).
+    assert mysql_placeholder_text("SELECT 1 --\nUNION SELECT email FROM customers") == (
+        "SELECT ? UNION SELECT email FROM customers")  # fmt: skip
+    assert mysql_placeholder_text("SELECT 1 -- note\nFROM t") == "SELECT ? FROM t"
+    assert mysql_placeholder_text("SELECT 1--1, 'a' # x") == "SELECT ?--?, ?"
+    assert mysql_placeholder_text("SELECT /*!50000 email, */ 2 FROM c") == "SELECT email, ? FROM c"
