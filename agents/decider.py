@@ -137,11 +137,32 @@ class PolicyDecider:
         catalog = store.get(MYSQL_CATALOG) if store is not None else pol.Catalog()
         key = (statement.dialect, statement.sql, who, catalog.version)
         found = self._cache.get(key)
+        shape_key: tuple[object, ...] | None = None
         if found is not None:
-            self.hits += 1
             self._cache.move_to_end(key)
-            return self._decision(found, who, statement.sql)
-        self.misses += 1
+        else:
+            # As on PostgreSQL, a verdict no literal can change is shared by the texts of
+            # its shape: the tokens the lowering reads, literal values left out. Not for a
+            # text with `"` or `\`: its tokens depend on sql_mode (ANSI_QUOTES,
+            # NO_BACKSLASH_ESCAPES), which the tokenizer does not know.
+            text = parameters.mysql_executed_text(statement.sql)
+            shape = (sg.shape_of(text, statement.dialect)
+                     if '"' not in text and "\\" not in text else None)  # fmt: skip
+            shape_key = ("shape", statement.dialect, shape, *key[2:]) if shape else None
+            found = self._cache.get(shape_key) if shape_key else None
+        if found is not None:
+            self.hits += 1  # a shape's verdict is not remembered by text too
+        else:
+            self.misses += 1
+            found = self._decide_mysql(statement, who, policy, catalog, key, shape_key)
+        decision = self._decision(found, who, statement.sql)
+        if decision is ALLOW and found.ddl:
+            return _ALLOW_OBSERVED
+        return decision
+
+    def _decide_mysql(self, statement: Statement, who: pol.Who, policy: Policy,
+                      catalog: pol.Catalog, key: tuple[object, ...],
+                      shape_key: tuple[object, ...] | None) -> _Evaluated:  # fmt: skip
         # The default database is where unqualified names are looked up; with none, an
         # unqualified name stands for a table of that name in any database.
         path = (who.database.lower(),) if who.database else None
@@ -149,12 +170,14 @@ class PolicyDecider:
         if any(f.rule == pol.STALE for f in found.outcome.findings):
             if self.mysql_catalogs is not None:
                 self.mysql_catalogs.refresh(MYSQL_CATALOG)
+        elif (shape_key and found.outcome.action in ("allow", "deny", "audit")
+              and found.summary != "UNPARSABLE"):  # fmt: skip
+            # A rewrite carries the text's literals; a text sqlglot could not read may
+            # differ from the shape's others in more than literals.
+            self._remember(shape_key, found)
         else:
             self._remember(key, found)
-        decision = self._decision(found, who, statement.sql)
-        if decision is ALLOW and found.ddl:
-            return _ALLOW_OBSERVED
-        return decision
+        return found
 
     def _either_quoting(self, text: str, outcome: pol.Outcome, who: pol.Who, policy: Policy,
                         catalog: pol.Catalog) -> pol.Outcome:  # fmt: skip

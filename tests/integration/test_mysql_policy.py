@@ -327,3 +327,28 @@ def test_explanations_and_spans_hold_no_literal(guarded: Guarded) -> None:
     assert "424242" not in text and SECRET not in text
     said = [json.loads(line) for line in spans.splitlines() if '"mysql"' in line]
     assert said and SECRET not in json.dumps([s["attributes"] for s in said])
+
+
+def _decision_cache_hits(g: Guarded) -> float:
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{g[0].http_port}/metrics").read().decode()
+    return float(next(line.split()[1] for line in text.splitlines()
+                      if line.startswith("sqlx_decision_cache_hits")))  # fmt: skip
+
+
+def test_new_literals_in_a_guarded_session_reuse_the_shapes_verdict(guarded: Guarded) -> None:
+    """A point query with a new id each time is decided once per shape, and each answer is
+    still the right one: rows for the allowed shape, ERR 1142 for the denied one."""
+    _, port, server = guarded
+    before = _decision_cache_hits(guarded)
+    conn = pymysql.connect(host="127.0.0.1", port=port, user=US, password=PASSWORD,
+                           database=server.database, autocommit=True)  # fmt: skip
+    with conn, conn.cursor() as cur:
+        for i in range(1, 21):
+            cur.execute(f"SELECT name, {i} FROM customers WHERE id = {i % 2}")
+            assert cur.fetchall() == ((("Ann", i),) if i % 2 else ())
+            with pytest.raises(pymysql.err.OperationalError) as err:
+                cur.execute(f"SELECT amount FROM payroll WHERE id = {i}")
+            assert err.value.args[0] == 1142 and "payroll-eu-only" in err.value.args[1]
+    assert _decision_cache_hits(guarded) - before >= 38  # 40 statements, 2 shapes

@@ -47,3 +47,49 @@ def test_rewrites_and_literal_dependent_verdicts_are_cached_by_text_only() -> No
     assert "id = 1" in (one.sql or "") and "id = 2" in (two.sql or "")
     assert _decide(d, "SELECT set_config('role', 'x', false)").verdict is Verdict.DENY
     assert _decide(d, "SELECT set_config('work_mem', '64MB', false)").verdict is Verdict.ALLOW
+
+
+def _mysql_decider() -> PolicyDecider:
+    from sqlx.agents.decider import MYSQL_CATALOG
+
+    d = PolicyDecider(POLICY, None, None)
+    d.mysql_catalogs = CatalogStore({})
+    d.mysql_catalogs._catalogs[MYSQL_CATALOG] = Catalog(
+        columns={"shop.customers": ("id", "email"), "shop.payroll": ("id",),
+                 "shop.orders": ("id", "note")},
+        dialect="mysql", read_ok=True, version=1)  # fmt: skip
+    return d
+
+
+def _mysql(d: PolicyDecider, sql: str) -> Decision:
+    return d.decide(Statement(sql, Path.SIMPLE, FACTS, False, dialect="mysql"))
+
+
+def test_a_mysql_shape_shares_verdicts_no_literal_can_change() -> None:
+    d = _mysql_decider()
+    assert _mysql(d, "SELECT id FROM payroll WHERE id = 1").verdict is Verdict.DENY
+    assert _mysql(d, "SELECT id FROM payroll WHERE id = 22 /* again */").verdict is Verdict.DENY
+    assert _mysql(d, "SELECT note FROM orders WHERE note = 'a'").verdict is Verdict.ALLOW
+    assert _mysql(d, "SELECT note FROM orders WHERE note = 'it''s'").verdict is Verdict.ALLOW
+    assert (d.misses, d.hits) == (2, 2)
+    # Anything but a literal is another shape: a name, a keyword, a comment that runs.
+    assert _mysql(d, "SELECT id FROM orders WHERE id = 1").verdict is Verdict.ALLOW
+    assert _mysql(d, "SELECT note FROM orders WHERE note = 'a' --\nUNION SELECT id FROM "
+                     "payroll").verdict is Verdict.DENY  # fmt: skip
+    assert d.misses == 4
+    # An executable comment runs: this is the statement before, in other clothes.
+    assert _mysql(d, "SELECT note FROM orders WHERE note = 'b' /*! UNION SELECT id FROM "
+                     "payroll */").verdict is Verdict.DENY  # fmt: skip
+    assert (d.misses, d.hits) == (4, 3)
+
+
+def test_mysql_rewrites_and_texts_read_by_sql_mode_are_not_shared_by_shape() -> None:
+    d = _mysql_decider()
+    one = _mysql(d, "SELECT email FROM customers WHERE id = 1")
+    two = _mysql(d, "SELECT email FROM customers WHERE id = 2")
+    assert one.verdict is two.verdict is Verdict.REWRITE
+    assert "id = 1" in (one.sql or "") and "id = 2" in (two.sql or "")
+    # `"x"` is a string or (ANSI_QUOTES) a name: such a text is decided on its own.
+    _mysql(d, 'SELECT note FROM orders WHERE note = "a"')
+    _mysql(d, 'SELECT note FROM orders WHERE note = "b"')
+    assert d.misses == 4 and d.hits == 0
