@@ -13,16 +13,26 @@ matters for a FunctionCall, which carries no text.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from sqlx.agents import mask, mask_mysql, search_path, session_settings, string_escapes
+from sqlx.agents import (
+    mask,
+    mask_mysql,
+    rewrite_template,
+    search_path,
+    session_settings,
+    string_escapes,
+)
 from sqlx.agents import policy as pol
 from sqlx.agents.catalog import CatalogStore
 from sqlx.agents.explain import Explanation, ExplanationLog, new_id
-from sqlx.air import parameters, sg
+from sqlx.air import parameters, scan, sg
 from sqlx.air.api import summary_of
 from sqlx.air.cache import LoweringCache
 from sqlx.air.errors import EmissionError, LoweringError
@@ -68,6 +78,18 @@ class _Evaluated:
     ddl: bool = False  # the catalog is read again after it succeeds
     path_change: search_path.Change = None  # what it does to the session's search path
     escapes_change: bool = False  # it may turn standard_conforming_strings off
+    template: rewrite_template.Template | None = None  # `rewritten` for any literals
+    literal_bound: bool = False  # a literal is read for more than its value (set_config)
+
+
+class _Shaped(NamedTuple):
+    """A MySQL text read as tokens: where its verdict or rewrite may be shared."""
+
+    text: str  # as the server runs it (executable comments opened)
+    shape: scan.Shape
+    literals: tuple[str, ...]  # its literals' own texts
+    key: tuple[object, ...]  # its verdict's, for any literals
+    template_key: tuple[object, ...]  # its rewrite's, for texts that differ in literals only
 
 
 class PolicyDecider:
@@ -137,24 +159,32 @@ class PolicyDecider:
         catalog = store.get(MYSQL_CATALOG) if store is not None else pol.Catalog()
         key = (statement.dialect, statement.sql, who, catalog.version)
         found = self._cache.get(key)
-        shape_key: tuple[object, ...] | None = None
+        shaped: _Shaped | None = None
         if found is not None:
             self._cache.move_to_end(key)
         else:
             # As on PostgreSQL, a verdict no literal can change is shared by the texts of
-            # its shape: the tokens the lowering reads, literal values left out. Not for a
-            # text with `"` or `\`: its tokens depend on sql_mode (ANSI_QUOTES,
-            # NO_BACKSLASH_ESCAPES), which the tokenizer does not know.
+            # its shape: the tokens the lowering reads, literal values left out; and a
+            # rewrite by the texts that differ from it only in literals, as a template.
+            # Not for a text with `"` or `\`: its tokens depend on sql_mode
+            # (ANSI_QUOTES, NO_BACKSLASH_ESCAPES), which the tokenizer does not know.
             text = parameters.mysql_executed_text(statement.sql)
-            shape = (sg.shape_of(text, statement.dialect)
+            shape = (scan.shape_of(text, statement.dialect)
                      if '"' not in text and "\\" not in text else None)  # fmt: skip
-            shape_key = ("shape", statement.dialect, shape, *key[2:]) if shape else None
-            found = self._cache.get(shape_key) if shape_key else None
+            if shape is not None:
+                holes, values = rewrite_template.cut(text, shape)
+                kinds = tuple(kind for _, _, kind in shape.literals)
+                rest = (statement.dialect, *key[2:])
+                shaped = _Shaped(text, shape, values, ("shape", shape.key, *rest),
+                                 ("template", holes, kinds, *rest))  # fmt: skip
+                found = self._cache.get(shaped.key) or self._cache.get(shaped.template_key)
+                if found is not None and found.template is not None:
+                    found = dataclasses.replace(found, rewritten=found.template.fill(values))
         if found is not None:
             self.hits += 1  # a shape's verdict is not remembered by text too
         else:
             self.misses += 1
-            found = self._decide_mysql(statement, who, policy, catalog, key, shape_key)
+            found = self._decide_mysql(statement, who, policy, catalog, key, shaped)
         decision = self._decision(found, who, statement.sql)
         if decision is ALLOW and found.ddl:
             return _ALLOW_OBSERVED
@@ -162,22 +192,51 @@ class PolicyDecider:
 
     def _decide_mysql(self, statement: Statement, who: pol.Who, policy: Policy,
                       catalog: pol.Catalog, key: tuple[object, ...],
-                      shape_key: tuple[object, ...] | None) -> _Evaluated:  # fmt: skip
+                      shaped: _Shaped | None) -> _Evaluated:  # fmt: skip
         # The default database is where unqualified names are looked up; with none, an
         # unqualified name stands for a table of that name in any database.
         path = (who.database.lower(),) if who.database else None
-        found = self._evaluate_mysql(statement, who, policy, catalog.with_path(path))
+        catalog = catalog.with_path(path)
+        found = self._evaluate_mysql(statement, who, policy, catalog)
         if any(f.rule == pol.STALE for f in found.outcome.findings):
             if self.mysql_catalogs is not None:
                 self.mysql_catalogs.refresh(MYSQL_CATALOG)
-        elif (shape_key and found.outcome.action in ("allow", "deny", "audit")
-              and found.summary != "UNPARSABLE"):  # fmt: skip
-            # A rewrite carries the text's literals; a text sqlglot could not read may
-            # differ from the shape's others in more than literals.
-            self._remember(shape_key, found)
+            return found
+        # A text sqlglot could not read may differ from its shape's others in more than
+        # literals.
+        if shaped is None or found.summary == "UNPARSABLE":
+            self._remember(key, found)
+        elif found.outcome.action in ("allow", "deny", "audit"):
+            self._remember(shaped.key, found)
+        elif found.rewritten is not None and found.refused is None:
+            as_run = statement._replace(sql=shaped.text)
+            template = self._template(as_run, who, policy, catalog, shaped.shape, found,
+                                      self._evaluate_mysql)  # fmt: skip
+            if template is not None:
+                self._remember(shaped.template_key, dataclasses.replace(found, template=template))
+            else:
+                self._remember(key, found)
         else:
             self._remember(key, found)
         return found
+
+    @staticmethod
+    def _template(statement: Statement, who: pol.Who, policy: Policy, catalog: pol.Catalog,
+                  shape: scan.Shape, found: _Evaluated,
+                  evaluate: Callable[[Statement, pol.Who, Policy, pol.Catalog], _Evaluated],
+                  ) -> rewrite_template.Template | None:  # fmt: skip
+        """`found`'s rewrite as a template, checked by `evaluate` (see rewrite_template)."""
+        rules = {f.rule for f in found.outcome.findings}
+
+        def rewrite(probe: str) -> str | None:
+            other = evaluate(statement._replace(sql=probe), who, policy, catalog)
+            same = (other.outcome.action == found.outcome.action and other.refused is None
+                    and {f.rule for f in other.outcome.findings} == rules
+                    and not other.literal_bound)  # fmt: skip
+            return other.rewritten if same else None
+
+        assert found.rewritten is not None
+        return rewrite_template.build(statement.sql, shape, found.rewritten, rewrite)
 
     def _either_quoting(self, text: str, outcome: pol.Outcome, who: pol.Who, policy: Policy,
                         catalog: pol.Catalog) -> pol.Outcome:  # fmt: skip
@@ -318,17 +377,44 @@ class PolicyDecider:
         if found is not None:
             self.hits += 1  # not remembered by text too: the shape costs a lookup
             return found
+        # A rewrite is a template its literals fill, shared by the texts that differ from
+        # it in literals only (not where a backslash may be read two ways).
+        template_key, values, shape = None, (), None
+        if statement.sql and "\\" not in statement.sql:
+            shape = scan.shape_of(statement.sql, "postgres")
+            if shape is not None and rewrite_template.templatable(statement.sql, shape):
+                holes, values = rewrite_template.cut(statement.sql, shape)
+                kinds = tuple(kind for _, _, kind in shape.literals)
+                template_key = ("template", holes, kinds, *key[1:])
+                found = self._cache.get(template_key)
+                if found is not None and found.template is not None:
+                    self.hits += 1
+                    return dataclasses.replace(found, rewritten=found.template.fill(values))
         self.misses += 1
-        found = self._evaluate_uncached(statement, who, policy, catalog.with_path(path))
+        catalog = catalog.with_path(path)
+        found = self._evaluate_uncached(statement, who, policy, catalog)
         if any(f.rule == pol.STALE for f in found.outcome.findings):
             if self.catalogs is not None:
                 self.catalogs.refresh(who.database)
             return found  # not remembered: the next try sees the catalog read again
         if shape_key and found.shape_safe:
             self._remember(shape_key, found)
+        elif template_key and shape is not None and self._templatable(found):
+            template = self._template(statement, who, policy, catalog, shape, found,
+                                      self._evaluate_uncached)  # fmt: skip
+            if template is not None:
+                self._remember(template_key, dataclasses.replace(found, template=template))
+            else:
+                self._remember(key, found)
         else:
             self._remember(key, found)
         return found
+
+    @staticmethod
+    def _templatable(found: _Evaluated) -> bool:
+        return (found.rewritten is not None and found.refused is None
+                and not found.literal_bound and found.path_change is None
+                and not found.escapes_change)  # fmt: skip
 
     def _remember(self, key: tuple[object, ...], found: _Evaluated) -> None:
         self._cache[key] = found
@@ -369,11 +455,12 @@ class PolicyDecider:
             except (LoweringError, EmissionError) as exc:
                 refused = f"the rewritten statement is not valid: {exc}"
         # A rewrite carries the statement's literals; set_config's verdict reads one.
-        shape_safe = outcome.action in ("allow", "deny", "audit") and not any(
-            session_settings.is_set_config(n) for g in graphs for n in g.walk())  # fmt: skip
+        literal_bound = any(session_settings.is_set_config(n) for g in graphs for n in g.walk())
+        shape_safe = outcome.action in ("allow", "deny", "audit") and not literal_bound
         ddl = any(n.type == "statement" and n.kind in _DDL_KINDS for g in graphs for n in g.walk())
         return _Evaluated(outcome, summary_of(graphs), fp, air_id, rewritten, refused, shape_safe,
-                          ddl, path_change, escapes_change)  # fmt: skip
+                          ddl, path_change, escapes_change,
+                          literal_bound=literal_bound)  # fmt: skip
 
     # --- the answer ----------------------------------------------------------------
 

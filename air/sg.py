@@ -14,10 +14,8 @@ from typing import Any
 
 import sqlglot
 from sqlglot import exp
-from sqlglot.dialects.dialect import Dialect
 from sqlglot.dialects.mysql import MySQL
 from sqlglot.errors import ErrorLevel, ParseError, SqlglotError, TokenError, UnsupportedError
-from sqlglot.tokens import TokenType
 
 from sqlx.air import kinds_sg
 from sqlx.air.build import GraphBuilder, add_members
@@ -75,28 +73,6 @@ def parse(sql: str, dialect: str) -> list[exp.Expression]:
         if first.get("line") is not None:
             position = _offset(sql, first["line"], first.get("col", 0))
         raise LoweringError(message, position, dialect) from exc
-
-
-# Tokens whose text is a value: a shape leaves it out (their types stay).
-_LITERAL_TOKENS = frozenset((TokenType.STRING, TokenType.NUMBER, TokenType.HEX_STRING,
-                             TokenType.BIT_STRING, TokenType.NATIONAL_STRING,
-                             TokenType.BYTE_STRING))  # fmt: skip
-_DIALECTS: dict[str, Dialect] = {}
-
-
-def shape_of(sql: str, dialect: str) -> tuple[object, ...] | None:
-    """`sql`'s tokens, each literal's value left out: two texts of one shape differ only
-    in literal values as the tokenizer that lowers them reads them (so they lower to the
-    same graph but for those values). Comments are not tokens. None: it does not tokenize."""
-    reader = _DIALECTS.get(dialect)
-    if reader is None:
-        reader = _DIALECTS[dialect] = Dialect.get_or_raise(dialect)
-    try:
-        tokens = reader.tokenize(sql)
-    except (TokenError, ValueError):
-        return None
-    return tuple(t.token_type if t.token_type in _LITERAL_TOKENS else (t.token_type, t.text)
-                 for t in tokens)  # fmt: skip
 
 
 def _command(sql: str, verb: str) -> exp.Command:

@@ -352,3 +352,20 @@ def test_new_literals_in_a_guarded_session_reuse_the_shapes_verdict(guarded: Gua
                 cur.execute(f"SELECT amount FROM payroll WHERE id = {i}")
             assert err.value.args[0] == 1142 and "payroll-eu-only" in err.value.args[1]
     assert _decision_cache_hits(guarded) - before >= 38  # 40 statements, 2 shapes
+
+
+def test_new_literals_in_a_masked_read_fill_its_rewrite(guarded: Guarded) -> None:
+    """A masked point query with a new id (and a new string) each time is rewritten once,
+    then filled: every answer is masked and is the answer to its own literals."""
+    _, port, server = guarded
+    before = _decision_cache_hits(guarded)
+    conn = pymysql.connect(host="127.0.0.1", port=port, user=APP, password=PASSWORD,
+                           database=server.database, autocommit=True)  # fmt: skip
+    with conn, conn.cursor() as cur:
+        for i in range(20):
+            cur.execute(f"SELECT id, Email, name, 'tag-{i}' FROM customers WHERE id = {i % 2}"
+                        f" AND name <> 'x{i}'")  # fmt: skip
+            assert cur.fetchall() == (((1, "****", "Ann", f"tag-{i}"),) if i % 2 else ())
+            cur.execute(f"SELECT total FROM orders WHERE id <= {i}")  # filtered: total < 6
+            assert cur.fetchall() == (((5,),) if i else ())
+    assert _decision_cache_hits(guarded) - before >= 36  # 40 statements, 2 templates

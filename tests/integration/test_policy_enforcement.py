@@ -641,3 +641,23 @@ def test_backslashes_cannot_hide_sql_from_the_proxy(guarded: ProxyProcess) -> No
     # Backslashes stay usable where the server reads them as the proxy does.
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert conn.execute(r"SELECT 'a\b', E'c\\d'").fetchone() == ("a\\b", "c\\d")
+
+
+def _decision_cache_hits(proxy: ProxyProcess) -> float:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{proxy.http_port}/metrics").read().decode()
+    family = next(f for f in text_string_to_metric_families(body)
+                  if f.name == "sqlx_decision_cache_hits")  # fmt: skip
+    return sum(s.value for s in family.samples)
+
+
+def test_new_literals_in_a_masked_read_fill_its_rewrite(guarded: ProxyProcess) -> None:
+    """A masked point query with new literals each time is rewritten once, then filled:
+    every answer is masked and answers its own literals (simple and extended protocol)."""
+    before = _decision_cache_hits(guarded)
+    with psycopg.connect(guarded.dsn(user=APP), autocommit=True) as conn:
+        for i in range(20):
+            sql = f"SELECT id, email, name, 'tag-{i}' FROM customers WHERE id = {i % 2}"
+            for prepare in (False, True):
+                rows = conn.execute(sql + f" AND name <> 'x{i}'", prepare=prepare).fetchall()
+                assert rows == ([(1, "****", "Ann", f"tag-{i}")] if i % 2 else [])
+    assert _decision_cache_hits(guarded) - before >= 36  # 40 statements, one template

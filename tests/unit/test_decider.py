@@ -49,6 +49,29 @@ def test_rewrites_and_literal_dependent_verdicts_are_cached_by_text_only() -> No
     assert _decide(d, "SELECT set_config('work_mem', '64MB', false)").verdict is Verdict.ALLOW
 
 
+def test_a_rewrite_is_a_template_its_literals_fill() -> None:
+    d = _decider()
+    texts = ["SELECT email, 'tag' FROM customers WHERE id = {} LIMIT 5",
+             "SELECT c.email FROM customers c WHERE c.id IN ({}, 7) /* note */",
+             "SELECT email FROM customers WHERE id = {} ORDER BY id"]  # fmt: skip
+    for text in texts:
+        _decide(d, text.format(1))
+        misses = d.misses
+        for n in (2, 30, "'x'"):
+            sql = text.format(n)
+            got, fresh = _decide(d, sql), _decide(_decider(), sql)
+            assert got.verdict is fresh.verdict is Verdict.REWRITE and got.sql == fresh.sql, sql
+        assert d.misses == misses + 1, text  # the string for a number: another shape
+    # What the deparser writes differently from the client gets no template: per text.
+    for sql in ("SELECT email FROM customers WHERE id = $$1$$",
+                "SELECT email FROM customers WHERE id = $$2$$",
+                "SELECT id, email FROM customers ORDER BY 2",
+                "SELECT id, email FROM customers ORDER BY 1"):  # fmt: skip
+        got, fresh = _decide(d, sql), _decide(_decider(), sql)
+        assert got.verdict is fresh.verdict and got.sql == fresh.sql, sql
+    assert d.misses == misses + 1 + 4
+
+
 def _mysql_decider() -> PolicyDecider:
     from sqlx.agents.decider import MYSQL_CATALOG
 
@@ -62,7 +85,7 @@ def _mysql_decider() -> PolicyDecider:
 
 
 def _mysql(d: PolicyDecider, sql: str) -> Decision:
-    return d.decide(Statement(sql, Path.SIMPLE, FACTS, False, dialect="mysql"))
+    return d.decide(Statement(sql, Path.SIMPLE, FACTS, False, escapes=True, dialect="mysql"))
 
 
 def test_a_mysql_shape_shares_verdicts_no_literal_can_change() -> None:
@@ -83,13 +106,39 @@ def test_a_mysql_shape_shares_verdicts_no_literal_can_change() -> None:
     assert (d.misses, d.hits) == (4, 3)
 
 
-def test_mysql_rewrites_and_texts_read_by_sql_mode_are_not_shared_by_shape() -> None:
+def test_a_mysql_rewrite_is_a_template_its_literals_fill() -> None:
     d = _mysql_decider()
-    one = _mysql(d, "SELECT email FROM customers WHERE id = 1")
-    two = _mysql(d, "SELECT email FROM customers WHERE id = 2")
-    assert one.verdict is two.verdict is Verdict.REWRITE
-    assert "id = 1" in (one.sql or "") and "id = 2" in (two.sql or "")
-    # `"x"` is a string or (ANSI_QUOTES) a name: such a text is decided on its own.
-    _mysql(d, 'SELECT note FROM orders WHERE note = "a"')
-    _mysql(d, 'SELECT note FROM orders WHERE note = "b"')
+    texts = ["SELECT email, id, 'it''s' FROM customers WHERE id = {} AND id <> 'x'",
+             "SELECT c.email FROM customers c WHERE c.id IN ({}, 7) -- note",
+             "UPDATE customers SET id = {} WHERE id = 3"]  # fmt: skip
+    for text in texts:
+        first = _mysql(d, text.format(1))
+        misses = d.misses
+        for n in (2, 30, "'x'"):
+            sql = text.format(n)
+            got = _mysql(d, sql)
+            fresh = _mysql(_mysql_decider(), sql)  # what a rewrite of this very text is
+            assert got.verdict is fresh.verdict is first.verdict, (sql, got.reason)
+            assert got.sql == fresh.sql, sql
+        assert d.misses == misses + 1, text  # the string for a number: another shape
+    assert _mysql(d, texts[0].format(5)).sql.count("'****'") == 1  # type: ignore[union-attr]
+
+
+def test_a_rewrite_whose_literals_choose_columns_is_made_per_text() -> None:
+    d = _mysql_decider()
+    # ORDER BY 2 sorts by another column than ORDER BY 1: each is rewritten on its own.
+    for n in (1, 2):
+        got = _mysql(d, f"SELECT id, email FROM customers ORDER BY {n}")
+        assert got.verdict is Verdict.REWRITE and (got.sql or "").endswith(f"ORDER BY {n}")
+    assert d.misses == 2
+
+
+def test_mysql_texts_read_by_sql_mode_are_not_shared_by_shape() -> None:
+    d = _mysql_decider()
+    # `"x"` is a string or (ANSI_QUOTES) a name, `\\` an escape or not (sql_mode): such
+    # a text is decided on its own.
+    for sql in ('SELECT note FROM orders WHERE note = "a"', 'SELECT note FROM orders WHERE '
+                'note = "b"', "SELECT email FROM customers WHERE email = 'a\\\\'",
+                "SELECT email FROM customers WHERE email = 'b\\\\'"):  # fmt: skip
+        _mysql(d, sql)
     assert d.misses == 4 and d.hits == 0
