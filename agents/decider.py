@@ -370,26 +370,27 @@ class PolicyDecider:
             self._cache.move_to_end(key)
             return found
         # A verdict that cannot depend on literals is shared by every text of the
-        # same shape: a repeat with new literals costs a fingerprint, not a lowering.
-        fp = fingerprint_of(statement.sql) if statement.sql else None
-        shape_key = ("shape", fp, *key[1:]) if fp else None
+        # same shape: its tokens as PostgreSQL's scanner reads them, literal values left
+        # out (names kept: a fingerprint leaves out aliases, which choose what a name
+        # reads). A repeat with new literals costs a scan, not a lowering.
+        shape = scan.shape_of(statement.sql, "postgres") if statement.sql else None
+        shape_key = ("shape", shape.key, *key[1:]) if shape is not None else None
         found = self._cache.get(shape_key) if shape_key else None
         if found is not None:
             self.hits += 1  # not remembered by text too: the shape costs a lookup
             return found
         # A rewrite is a template its literals fill, shared by the texts that differ from
         # it in literals only (not where a backslash may be read two ways).
-        template_key, values, shape = None, (), None
-        if statement.sql and "\\" not in statement.sql:
-            shape = scan.shape_of(statement.sql, "postgres")
-            if shape is not None and rewrite_template.templatable(statement.sql, shape):
-                holes, values = rewrite_template.cut(statement.sql, shape)
-                kinds = tuple(kind for _, _, kind in shape.literals)
-                template_key = ("template", holes, kinds, *key[1:])
-                found = self._cache.get(template_key)
-                if found is not None and found.template is not None:
-                    self.hits += 1
-                    return dataclasses.replace(found, rewritten=found.template.fill(values))
+        template_key, values = None, ()
+        if shape is not None and "\\" not in statement.sql and rewrite_template.templatable(
+                statement.sql, shape):  # fmt: skip
+            holes, values = rewrite_template.cut(statement.sql, shape)
+            kinds = tuple(kind for _, _, kind in shape.literals)
+            template_key = ("template", holes, kinds, *key[1:])
+            found = self._cache.get(template_key)
+            if found is not None and found.template is not None:
+                self.hits += 1
+                return dataclasses.replace(found, rewritten=found.template.fill(values))
         self.misses += 1
         catalog = catalog.with_path(path)
         found = self._evaluate_uncached(statement, who, policy, catalog)

@@ -29,6 +29,7 @@ from sqlx.air.scan import NUMBER, STRING, Shape
 # Kinds of literal a sentinel of the same kind can stand for.
 _KINDS = frozenset((STRING, NUMBER))
 HOLE = "\x00"  # where a literal was cut out of a text shape (no SQL text holds it)
+_QUOTES = frozenset(("'", '"', "`"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,12 @@ def build(text: str, shape: Shape, rewritten: str,
              for m in re.finditer("|".join(re.escape(s) for s in sentinels), out)]  # fmt: skip
     if sorted(i for _, _, i in found) != list(range(len(sentinels))):
         return None  # a literal dropped, copied or changed on its way
+    for start, end, i in found:
+        # A number written out again inside quotes (sqlglot's `INTERVAL '5' DAY`) would
+        # be read another way with another number's text (`'.5e1'` is not 5).
+        if sentinels[i][0] != "'" and (out[start - 1 : start] in _QUOTES
+                                       or out[end : end + 1] in _QUOTES):  # fmt: skip
+            return None
     parts, cursor = [], 0
     for start, end, _ in found:
         parts.append(out[cursor:start])

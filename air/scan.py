@@ -9,6 +9,7 @@ graph but for those values.
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 from pglast import parser as pg_parser
@@ -69,11 +70,50 @@ def _sg_tokens(sql: str, dialect: str) -> list[_Token] | None:
     except (TokenError, ValueError):
         return None
     out: list[_Token] = []
-    for t in tokens:
+    selecting = [False]  # per parenthesis depth: inside a select list
+    plain = bool(tokens) and tokens[0].token_type in _SG_QUERY_STARTS
+    for i, t in enumerate(tokens):
         kind = _SG_LITERALS.get(t.token_type)
+        if kind and _names_something(tokens, i, kind, selecting[-1] and (
+                len(selecting) > 1 or not plain)):  # fmt: skip
+            kind = None
         entry = t.token_type if kind else (t.token_type, t.text)
         out.append((entry, kind, _SG_ROLES.get(t.token_type, ""), t.start, t.end + 1))
+        if t.token_type is TokenType.L_PAREN:
+            selecting.append(False)
+        elif t.token_type is TokenType.R_PAREN and len(selecting) > 1:
+            selecting.pop()
+        elif t.token_type is TokenType.SELECT:
+            selecting[-1] = True
+        elif t.token_type in _SG_SELECT_ENDS:
+            selecting[-1] = False
     return out
+
+
+# MySQL names a column after a literal's text (`SELECT 'email'`, `SELECT 1+1`) and takes
+# a string as an alias (`id AS 'email'`, `id 'email'`): there a literal's value is a
+# name, which chooses what an outer reference reads. Such a literal is kept whole in a
+# shape: in a select list whose names can be read (a subquery's, a CTE's, a view's, an
+# INSERT's, not a top-level query's, whose names only the client reads), or where an
+# alias can stand. So is a "number" MySQL may read as a name (`9e`, `1e`).
+_SG_QUERY_STARTS = frozenset((TokenType.SELECT,))
+_SG_SELECT_ENDS = frozenset((TokenType.FROM, TokenType.WHERE, TokenType.GROUP_BY,
+                             TokenType.ORDER_BY, TokenType.HAVING, TokenType.LIMIT,
+                             TokenType.UNION, TokenType.INTO, TokenType.WINDOW,
+                             TokenType.SEMICOLON))  # fmt: skip
+_SG_VALUE_ENDS = frozenset((TokenType.VAR, TokenType.IDENTIFIER, TokenType.R_PAREN,
+                            TokenType.NULL, TokenType.TRUE, TokenType.FALSE, TokenType.STAR,
+                            TokenType.END, *_SG_LITERALS))  # fmt: skip
+_NUMBER_TEXT = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def _names_something(tokens: list, i: int, kind: str, named_list: bool) -> bool:
+    if named_list:
+        return True
+    if kind == NUMBER:
+        return not _NUMBER_TEXT.fullmatch(tokens[i].text)
+    before = tokens[i - 1].token_type if i else None
+    return before is TokenType.ALIAS or before in _SG_VALUE_ENDS
 
 
 def _pg_tokens(sql: str) -> list[_Token] | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from sqlx.agents.catalog import CatalogStore
 from sqlx.agents.decider import PolicyDecider
 from sqlx.agents.policy import Catalog
@@ -142,3 +144,61 @@ def test_mysql_texts_read_by_sql_mode_are_not_shared_by_shape() -> None:
                 "SELECT email FROM customers WHERE email = 'b\\\\'"):  # fmt: skip
         _mysql(d, sql)
     assert d.misses == 4 and d.hits == 0
+
+
+def _orders_decider() -> PolicyDecider:
+    d = _decider()
+    assert d.catalogs is not None
+    d.catalogs._catalogs["shop"] = Catalog(
+        columns={"public.customers": ("id", "email"), "public.orders": ("id", "note")},
+        builtin_functions=frozenset(("count",)), version=1)  # fmt: skip
+    return d
+
+
+def test_a_name_is_never_left_out_of_a_shape() -> None:
+    """An alias chooses what a name reads: `email` inside is the derived table's column
+    in the first text and the masked customers.email in the second."""
+    reads_own = "SELECT (SELECT email FROM (SELECT id AS {} FROM orders) d LIMIT 1) FROM customers"
+    d = _orders_decider()
+    assert _decide(d, reads_own.format("email")).verdict is Verdict.ALLOW
+    second, fresh = (
+        _decide(d, reads_own.format("x")),
+        _decide(_orders_decider(), reads_own.format("x")),
+    )
+    assert second.verdict is fresh.verdict is Verdict.REWRITE and second.sql == fresh.sql
+
+
+@pytest.mark.parametrize("first,second", [
+    # MySQL takes a string as an alias, and names a subquery's column after a literal.
+    ("SELECT (SELECT email FROM (SELECT id AS 'email' FROM orders) d LIMIT 1) FROM customers",
+     "SELECT (SELECT email FROM (SELECT id AS 'x' FROM orders) d LIMIT 1) FROM customers"),
+    ("SELECT (SELECT email FROM (SELECT id 'email' FROM orders) d LIMIT 1) FROM customers",
+     "SELECT (SELECT email FROM (SELECT id 'x' FROM orders) d LIMIT 1) FROM customers"),
+    ("SELECT c.id FROM customers c WHERE EXISTS (SELECT 1 FROM (SELECT 'email' FROM orders) d "
+     "WHERE email LIKE 'a%')", "SELECT c.id FROM customers c WHERE EXISTS (SELECT 1 FROM "
+     "(SELECT 'x' FROM orders) d WHERE email LIKE 'a%')"),
+    # `9e` is a name to MySQL, a number to sqlglot: not a literal of the shape.
+    ("SELECT id FROM orders WHERE id > NOW() - INTERVAL 0 DAY",
+     "SELECT id FROM orders WHERE id > NOW() - INTERVAL 9e DAY"),
+])  # fmt: skip
+def test_a_mysql_literal_that_may_name_something_is_kept_in_its_shape(
+    first: str, second: str
+) -> None:
+    d = _mysql_decider()
+    _mysql(d, first)
+    got, fresh = _mysql(d, second), _mysql(_mysql_decider(), second)
+    assert got.verdict is fresh.verdict and got.sql == fresh.sql, (got.reason, fresh.reason)
+
+
+def test_a_number_a_rewrite_writes_inside_quotes_gets_no_template() -> None:
+    rule = {"name": "mine", "action": "filter", "predicate": "id < 100",
+            "when": {"tables": ["orders"]}}  # fmt: skip
+    policy = Policy.model_validate({"rules": [rule]})
+    d = _mysql_decider()
+    d.policy = policy
+    _mysql(d, "UPDATE orders SET note = NOW() + INTERVAL .5 DAY WHERE id = 1")
+    got = _mysql(d, "UPDATE orders SET note = NOW() + INTERVAL .5e1 DAY WHERE id = 1")
+    fresh_d = _mysql_decider()
+    fresh_d.policy = policy
+    assert got.sql == _mysql(fresh_d, "UPDATE orders SET note = NOW() + INTERVAL .5e1 DAY "
+                                      "WHERE id = 1").sql  # fmt: skip
