@@ -54,11 +54,36 @@ _Token = tuple[object, str | None, str, int, int]
 
 def shape_of(sql: str, dialect: str) -> Shape | None:
     """`sql`'s shape, or None if its scanner cannot read it."""
-    tokens = _pg_tokens(sql) if dialect == "postgres" else _sg_tokens(sql, dialect)
+    if dialect == "postgres":
+        return _pg_shape(sql)
+    tokens = _sg_tokens(sql, dialect)
     if tokens is None:
         return None
     literals = tuple((start, end, kind) for _, kind, _, start, end in tokens if kind)
     return Shape(tuple(entry for entry, *_ in tokens), literals, _has_ordinals(tokens))
+
+
+def _pg_shape(sql: str) -> Shape | None:
+    """PostgreSQL names nothing after a literal's value, so its shape is its text with
+    the literals cut out (comments and spacing kept: stricter than tokens, and cheaper
+    on the hot path than a token per entry)."""
+    try:
+        tokens = pg_parser.scan(sql)
+    except pg_parser.ParseError:
+        return None
+    pieces, literals, cursor = [], [], 0
+    for t in tokens:
+        kind = _PG_LITERALS.get(t.name)
+        if kind:
+            pieces.append(sql[cursor : t.start])
+            literals.append((t.start, t.end + 1, kind))
+            cursor = t.end + 1
+    pieces.append(sql[cursor:])
+    kinds = tuple(kind for _, _, kind in literals)
+    lowered = sql.lower()
+    ordinals = bool(literals) and ("by" in lowered or "on" in lowered) and _has_ordinals(
+        _pg_tokens(sql, tokens))  # fmt: skip
+    return Shape(("\x00".join(pieces), kinds), tuple(literals), ordinals)
 
 
 def _sg_tokens(sql: str, dialect: str) -> list[_Token] | None:
@@ -116,11 +141,7 @@ def _names_something(tokens: list, i: int, kind: str, named_list: bool) -> bool:
     return before is TokenType.ALIAS or before in _SG_VALUE_ENDS
 
 
-def _pg_tokens(sql: str) -> list[_Token] | None:
-    try:
-        tokens = pg_parser.scan(sql)
-    except pg_parser.ParseError:
-        return None
+def _pg_tokens(sql: str, tokens: list) -> list[_Token]:
     out: list[_Token] = []
     for t in tokens:
         if t.name in _PG_COMMENTS:
