@@ -17,7 +17,14 @@ _OPAQUE_READERS = frozenset(("query_to_xml", "query_to_xml_and_xmlschema", "quer
                              "ts_stat", "ts_rewrite",
                              "cursor_to_xml", "table_to_xml", "table_to_xml_and_xmlschema",
                              "database_to_xml", "schema_to_xml", "dblink", "dblink_exec",
-                             "lo_export", "pg_read_file", "pg_read_binary_file"))  # fmt: skip
+                             "lo_export", "pg_read_file", "pg_read_binary_file",
+                             "schema_to_xml_and_xmlschema", "database_to_xml_and_xmlschema",
+                             # Logical decoding hands out the rows of every change.
+                             "pg_logical_slot_peek_changes", "pg_logical_slot_get_changes",
+                             "pg_logical_slot_peek_binary_changes",
+                             "pg_logical_slot_get_binary_changes"))  # fmt: skip
+# MySQL's: a file on the server may be a table's own data file.
+_MYSQL_OPAQUE_READERS = frozenset(("load_file",))
 
 
 _STATS_RELATIONS = frozenset(("pg_stats", "pg_statistic", "pg_stats_ext", "pg_stats_ext_exprs",
@@ -100,6 +107,8 @@ def _mysql_routine(graph: AIRGraph, node: AIRNode, catalog: Catalog,
         return "a function qualified with a database is a stored routine and may read masked data"
     if node.type == "function" and node.attr("@sg") == "Anonymous":
         name = str(node.value or "").lower()
+        if name in _MYSQL_OPAQUE_READERS and name not in allowed:
+            return f"{name}() reads what the proxy cannot see through"
         if name in catalog.user_functions and name not in allowed:
             return f"{name}() is a stored routine and may read masked data"
     return None

@@ -457,7 +457,10 @@ class PolicyDecider:
                 refused = f"the rewritten statement is not valid: {exc}"
         # A rewrite carries the statement's literals; set_config's verdict reads one.
         literal_bound = any(session_settings.is_set_config(n) for g in graphs for n in g.walk())
-        shape_safe = outcome.action in ("allow", "deny", "audit") and not literal_bound
+        # A change of search path or string escapes carries its own value (`SET
+        # search_path TO 'a'`): the session follows that value, not another text's.
+        shape_safe = (outcome.action in ("allow", "deny", "audit") and not literal_bound
+                      and path_change is None and not escapes_change)  # fmt: skip
         ddl = any(n.type == "statement" and n.kind in _DDL_KINDS for g in graphs for n in g.walk())
         return _Evaluated(outcome, summary_of(graphs), fp, air_id, rewritten, refused, shape_safe,
                           ddl, path_change, escapes_change,

@@ -245,6 +245,7 @@ LEAK_ATTEMPTS = [
     "CREATE FUNCTION leak2() RETURNS TEXT RETURN (SELECT MAX(email) FROM customers)",
     "SELECT * FROM mysql.column_stats",
     "ALTER TABLE customers MODIFY phone VARCHAR(20) COMMENT ''",
+    "SELECT LOAD_FILE(CONCAT(@@datadir, '{db}/customers.ibd'))",  # the table's own file
 ]
 
 

@@ -202,3 +202,28 @@ def test_a_number_a_rewrite_writes_inside_quotes_gets_no_template() -> None:
     fresh_d.policy = policy
     assert got.sql == _mysql(fresh_d, "UPDATE orders SET note = NOW() + INTERVAL .5e1 DAY "
                                       "WHERE id = 1").sql  # fmt: skip
+
+
+def test_a_search_path_change_is_followed_with_its_own_value() -> None:
+    """`SET search_path TO 'a'` and `... 'b'` differ only in a literal, but the session
+    must follow each text's own path: a shared verdict would carry the other's."""
+    from sqlx.proxy.decision import Outcome
+
+    policy = Policy.model_validate({"tags": {"public.customers.email": {"pii": "yes"}},
+                                    "rules": [POLICY.rules[0]]})  # fmt: skip
+    store = CatalogStore({})
+    store._catalogs["shop"] = Catalog(
+        columns={"public.customers": ("id", "email"), "scratch.customers": ("id", "email")},
+        builtin_functions=frozenset(("count",)), version=1)  # fmt: skip
+    d = PolicyDecider(policy, store, None)
+
+    def run(sql: str, facts: SessionFacts) -> Decision:
+        statement = Statement(sql, Path.SIMPLE, facts, False)
+        decision = d.decide(statement)
+        d.observe(Outcome((statement,), decision, 0.0, None))
+        return decision
+
+    run("SET search_path TO 'scratch'", SessionFacts("app", "shop", "", "127.0.0.1", False))
+    me = SessionFacts("app", "shop", "", "127.0.0.1", False)
+    run("SET search_path TO 'public'", me)
+    assert run("SELECT email FROM customers", me).verdict is Verdict.REWRITE

@@ -102,6 +102,10 @@ def test_what_cannot_be_seen_through_is_denied_for_guarded_sessions() -> None:
     assert _verdict("SELECT my_udf(id) FROM customers")[0] == "deny"
     assert _verdict("SELECT * FROM pg_stats")[0] == "deny"
     assert _verdict("DO $$ BEGIN PERFORM 1; END $$")[0] == "deny"
+    for reader in ("schema_to_xml_and_xmlschema('public', true, true, '')",
+                   "database_to_xml_and_xmlschema(true, true, '')",
+                   "* FROM pg_logical_slot_peek_changes('s', NULL, NULL)"):  # fmt: skip
+        assert _verdict(f"SELECT {reader}")[0] == "deny", reader
     assert _verdict("SELECT lower(name) FROM customers")[0] == "allow"
     # The admin is outside every guarding rule: nothing is hidden from them.
     assert _verdict("SELECT my_udf(id) FROM customers", ADMIN)[0] == "allow"
