@@ -97,8 +97,14 @@ class PolicyDecider:
 
     def __init__(self, policy: Policy, catalogs: CatalogStore | None, log: ExplanationLog | None,
                  cache_size: int = 10_000,
-                 lowering: LoweringCache | None = None) -> None:  # fmt: skip
+                 lowering: LoweringCache | None = None,
+                 by_shape: bool = True) -> None:  # fmt: skip
         self.policy = policy
+        # False: every text is decided on its own (the baseline `sqlxos bench decide`
+        # measures shapes and templates against).
+        self.by_shape = by_shape
+        # Template keys whose rewrite could not be trusted as a template: not tried again.
+        self._untemplatable: OrderedDict[tuple[object, ...], None] = OrderedDict()
         self.catalogs = catalogs
         self.log = log
         self.cache_size = cache_size
@@ -169,8 +175,8 @@ class PolicyDecider:
             # Not for a text with `"` or `\`: its tokens depend on sql_mode
             # (ANSI_QUOTES, NO_BACKSLASH_ESCAPES), which the tokenizer does not know.
             text = parameters.mysql_executed_text(statement.sql)
-            shape = (scan.shape_of(text, statement.dialect)
-                     if '"' not in text and "\\" not in text else None)  # fmt: skip
+            readable = self.by_shape and '"' not in text and "\\" not in text
+            shape = scan.shape_of(text, statement.dialect) if readable else None
             if shape is not None:
                 holes, values = rewrite_template.cut(text, shape)
                 kinds = tuple(kind for _, _, kind in shape.literals)
@@ -210,8 +216,8 @@ class PolicyDecider:
             self._remember(shaped.key, found)
         elif found.rewritten is not None and found.refused is None:
             as_run = statement._replace(sql=shaped.text)
-            template = self._template(as_run, who, policy, catalog, shaped.shape, found,
-                                      self._evaluate_mysql)  # fmt: skip
+            template = self._try_template(shaped.template_key, as_run, who, policy, catalog,
+                                          shaped.shape, found, self._evaluate_mysql)  # fmt: skip
             if template is not None:
                 self._remember(shaped.template_key, dataclasses.replace(found, template=template))
             else:
@@ -220,12 +226,28 @@ class PolicyDecider:
             self._remember(key, found)
         return found
 
+    def _try_template(self, template_key: tuple[object, ...], statement: Statement,
+                      who: pol.Who, policy: Policy, catalog: pol.Catalog, shape: scan.Shape,
+                      found: _Evaluated,
+                      evaluate: Callable[[Statement, pol.Who, Policy, pol.Catalog], _Evaluated],
+                      ) -> rewrite_template.Template | None:  # fmt: skip
+        """`found`'s rewrite as a template, checked by `evaluate` (see rewrite_template);
+        a text shape whose template failed its check is not tried again."""
+        if template_key in self._untemplatable:
+            self._untemplatable.move_to_end(template_key)
+            return None
+        template = self._template(statement, who, policy, catalog, shape, found, evaluate)
+        if template is None:
+            self._untemplatable[template_key] = None
+            if len(self._untemplatable) > self.cache_size:
+                self._untemplatable.popitem(last=False)
+        return template
+
     @staticmethod
     def _template(statement: Statement, who: pol.Who, policy: Policy, catalog: pol.Catalog,
                   shape: scan.Shape, found: _Evaluated,
                   evaluate: Callable[[Statement, pol.Who, Policy, pol.Catalog], _Evaluated],
                   ) -> rewrite_template.Template | None:  # fmt: skip
-        """`found`'s rewrite as a template, checked by `evaluate` (see rewrite_template)."""
         rules = {f.rule for f in found.outcome.findings}
 
         def rewrite(probe: str) -> str | None:
@@ -337,6 +359,7 @@ class PolicyDecider:
 
     def invalidate(self) -> None:
         self._cache.clear()
+        self._untemplatable.clear()
 
     @property
     def cached(self) -> int:
@@ -373,7 +396,8 @@ class PolicyDecider:
         # same shape: its tokens as PostgreSQL's scanner reads them, literal values left
         # out (names kept: a fingerprint leaves out aliases, which choose what a name
         # reads). A repeat with new literals costs a scan, not a lowering.
-        shape = scan.shape_of(statement.sql, "postgres") if statement.sql else None
+        readable = bool(statement.sql) and self.by_shape
+        shape = scan.shape_of(statement.sql, "postgres") if readable else None
         shape_key = ("shape", shape.key, *key[1:]) if shape is not None else None
         found = self._cache.get(shape_key) if shape_key else None
         if found is not None:
@@ -401,8 +425,8 @@ class PolicyDecider:
         if shape_key and found.shape_safe:
             self._remember(shape_key, found)
         elif template_key and shape is not None and self._templatable(found):
-            template = self._template(statement, who, policy, catalog, shape, found,
-                                      self._evaluate_uncached)  # fmt: skip
+            template = self._try_template(template_key, statement, who, policy, catalog, shape,
+                                          found, self._evaluate_uncached)  # fmt: skip
             if template is not None:
                 self._remember(template_key, dataclasses.replace(found, template=template))
             else:

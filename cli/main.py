@@ -53,6 +53,9 @@ def _bench_args(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     model = bsub.add_parser("model", help="run the reward model's workload and train on it")
     model.add_argument("--seconds", type=int, default=60)
     model.add_argument("--registry", help="registry folder (default: the shipped models/)")
+    dc = bsub.add_parser("decide", help="deciding statements with new literals, in process")
+    dc.add_argument("--runs", type=int, default=1000)
+    dc.add_argument("--out", default="bench")
     ab = bsub.add_parser("air", help="AIR lowering, planning and emission times")
     ab.add_argument("--runs", type=int, default=2000)
     ab.add_argument("--out", default="bench")
@@ -95,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         from sqlx.bench.model_workload import run_from_args as run_model
 
         return run_model(args)
+    if args.command == "bench" and args.bench == "decide":
+        from sqlx.bench.decide_bench import run_from_args as run_decide
+
+        return run_decide(args)
     if args.command == "bench" and args.bench == "air":
         from sqlx.bench.air_bench import run_from_args as run_air
 
