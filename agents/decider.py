@@ -87,8 +87,6 @@ class _Shaped(NamedTuple):
 
     text: str  # as the server runs it (executable comments opened)
     shape: scan.Shape
-    literals: tuple[str, ...]  # its literals' own texts
-    key: tuple[object, ...]  # its verdict's, for any literals
     template_key: tuple[object, ...]  # its rewrite's, for texts that differ in literals only
 
 
@@ -165,6 +163,7 @@ class PolicyDecider:
         catalog = store.get(MYSQL_CATALOG) if store is not None else pol.Catalog()
         key = (statement.dialect, statement.sql, who, catalog.version)
         found = self._cache.get(key)
+        shape_key: tuple[object, ...] | None = None
         shaped: _Shaped | None = None
         if found is not None:
             self._cache.move_to_end(key)
@@ -178,19 +177,19 @@ class PolicyDecider:
             readable = self.by_shape and '"' not in text and "\\" not in text
             shape = scan.shape_of(text, statement.dialect) if readable else None
             if shape is not None:
-                holes, values = rewrite_template.cut(text, shape)
-                kinds = tuple(kind for _, _, kind in shape.literals)
                 rest = (statement.dialect, *key[2:])
-                shaped = _Shaped(text, shape, values, ("shape", shape.key, *rest),
-                                 ("template", holes, kinds, *rest))  # fmt: skip
-                found = self._cache.get(shaped.key) or self._cache.get(shaped.template_key)
-                if found is not None and found.template is not None:
-                    found = dataclasses.replace(found, rewritten=found.template.fill(values))
+                shape_key = ("shape", shape.key, *rest)
+                found = self._cache.get(shape_key)
+                if found is None:
+                    template_key = ("template", rewrite_template.cut(text, shape), shape.kinds,
+                                    *rest)  # fmt: skip
+                    shaped = _Shaped(text, shape, template_key)
+                    found = self._filled(self._cache.get(template_key), text, shape)
         if found is not None:
             self.hits += 1  # a shape's verdict is not remembered by text too
         else:
             self.misses += 1
-            found = self._decide_mysql(statement, who, policy, catalog, key, shaped)
+            found = self._decide_mysql(statement, who, policy, catalog, key, shape_key, shaped)
         decision = self._decision(found, who, statement.sql)
         if decision is ALLOW and found.ddl:
             return _ALLOW_OBSERVED
@@ -198,6 +197,7 @@ class PolicyDecider:
 
     def _decide_mysql(self, statement: Statement, who: pol.Who, policy: Policy,
                       catalog: pol.Catalog, key: tuple[object, ...],
+                      shape_key: tuple[object, ...] | None,
                       shaped: _Shaped | None) -> _Evaluated:  # fmt: skip
         # The default database is where unqualified names are looked up; with none, an
         # unqualified name stands for a table of that name in any database.
@@ -210,55 +210,52 @@ class PolicyDecider:
             return found
         # A text sqlglot could not read may differ from its shape's others in more than
         # literals.
-        if shaped is None or found.summary == "UNPARSABLE":
+        if shape_key is None or shaped is None or found.summary == "UNPARSABLE":
             self._remember(key, found)
         elif found.outcome.action in ("allow", "deny", "audit"):
-            self._remember(shaped.key, found)
-        elif found.rewritten is not None and found.refused is None:
-            as_run = statement._replace(sql=shaped.text)
-            template = self._try_template(shaped.template_key, as_run, who, policy, catalog,
-                                          shaped.shape, found, self._evaluate_mysql)  # fmt: skip
-            if template is not None:
-                self._remember(shaped.template_key, dataclasses.replace(found, template=template))
-            else:
-                self._remember(key, found)
+            self._remember(shape_key, found)
         else:
-            self._remember(key, found)
+            self._remember_rewrite(key, shaped.template_key, statement._replace(sql=shaped.text),
+                                   who, policy, catalog, shaped.shape, found,
+                                   self._evaluate_mysql)  # fmt: skip
         return found
 
-    def _try_template(self, template_key: tuple[object, ...], statement: Statement,
-                      who: pol.Who, policy: Policy, catalog: pol.Catalog, shape: scan.Shape,
-                      found: _Evaluated,
-                      evaluate: Callable[[Statement, pol.Who, Policy, pol.Catalog], _Evaluated],
-                      ) -> rewrite_template.Template | None:  # fmt: skip
-        """`found`'s rewrite as a template, checked by `evaluate` (see rewrite_template);
-        a text shape whose template failed its check is not tried again."""
-        if template_key in self._untemplatable:
-            self._untemplatable.move_to_end(template_key)
-            return None
-        template = self._template(statement, who, policy, catalog, shape, found, evaluate)
-        if template is None:
-            self._untemplatable[template_key] = None
-            if len(self._untemplatable) > self.cache_size:
-                self._untemplatable.popitem(last=False)
-        return template
-
     @staticmethod
-    def _template(statement: Statement, who: pol.Who, policy: Policy, catalog: pol.Catalog,
-                  shape: scan.Shape, found: _Evaluated,
-                  evaluate: Callable[[Statement, pol.Who, Policy, pol.Catalog], _Evaluated],
-                  ) -> rewrite_template.Template | None:  # fmt: skip
-        rules = {f.rule for f in found.outcome.findings}
+    def _filled(found: _Evaluated | None, text: str, shape: scan.Shape) -> _Evaluated | None:
+        """A remembered rewrite for `text`: its template filled with `text`'s literals."""
+        if found is None or found.template is None:
+            return found
+        return dataclasses.replace(found, rewritten=found.template.fill(shape.values(text)))
 
-        def rewrite(probe: str) -> str | None:
-            other = evaluate(statement._replace(sql=probe), who, policy, catalog)
-            same = (other.outcome.action == found.outcome.action and other.refused is None
-                    and {f.rule for f in other.outcome.findings} == rules
-                    and not other.literal_bound)  # fmt: skip
-            return other.rewritten if same else None
+    def _remember_rewrite(self, key: tuple[object, ...], shared_key: tuple[object, ...],
+                          statement: Statement, who: pol.Who, policy: Policy,
+                          catalog: pol.Catalog, shape: scan.Shape, found: _Evaluated,
+                          evaluate: Callable[[Statement, pol.Who, Policy, pol.Catalog],
+                                             _Evaluated]) -> None:  # fmt: skip
+        """Remember `found` as a template under `shared_key` when its rewrite can be one
+        (checked by `evaluate`, see rewrite_template), else by exact text. A shape whose
+        template failed its check is not tried again."""
+        template = None
+        if self._templatable(found) and shared_key not in self._untemplatable:
+            rules = {f.rule for f in found.outcome.findings}
 
-        assert found.rewritten is not None
-        return rewrite_template.build(statement.sql, shape, found.rewritten, rewrite)
+            def rewrite(probe: str) -> str | None:
+                other = evaluate(statement._replace(sql=probe), who, policy, catalog)
+                same = (other.outcome.action == found.outcome.action and other.refused is None
+                        and {f.rule for f in other.outcome.findings} == rules
+                        and not other.literal_bound)  # fmt: skip
+                return other.rewritten if same else None
+
+            assert found.rewritten is not None
+            template = rewrite_template.build(statement.sql, shape, found.rewritten, rewrite)
+            if template is None:
+                self._untemplatable[shared_key] = None
+                if len(self._untemplatable) > self.cache_size:
+                    self._untemplatable.popitem(last=False)
+        if template is not None:
+            self._remember(shared_key, dataclasses.replace(found, template=template))
+        else:
+            self._remember(key, found)
 
     def _either_quoting(self, text: str, outcome: pol.Outcome, who: pol.Who, policy: Policy,
                         catalog: pol.Catalog) -> pol.Outcome:  # fmt: skip
@@ -398,23 +395,18 @@ class PolicyDecider:
         # reads). A repeat with new literals costs a scan, not a lowering.
         readable = bool(statement.sql) and self.by_shape
         shape = scan.shape_of(statement.sql, "postgres") if readable else None
-        shape_key = ("shape", shape.key, *key[1:]) if shape is not None else None
-        found = self._cache.get(shape_key) if shape_key else None
+        shape_key: tuple[object, ...] | None = None
+        if shape is not None:
+            shape_key = ("shape", shape.key, *key[1:])
+            found = self._cache.get(shape_key)
+            # A shape's rewrite is a template its literals fill (the shape is the text
+            # with its literals cut out), not where a backslash may be read two ways.
+            if found is not None and found.template is not None and "\\" in statement.sql:
+                found = None
+            found = self._filled(found, statement.sql, shape)
         if found is not None:
             self.hits += 1  # not remembered by text too: the shape costs a lookup
             return found
-        # A rewrite is a template its literals fill, shared by the texts that differ from
-        # it in literals only (not where a backslash may be read two ways).
-        template_key, values = None, ()
-        if shape is not None and "\\" not in statement.sql and rewrite_template.templatable(
-                statement.sql, shape):  # fmt: skip
-            holes, values = rewrite_template.cut(statement.sql, shape)
-            kinds = tuple(kind for _, _, kind in shape.literals)
-            template_key = ("template", holes, kinds, *key[1:])
-            found = self._cache.get(template_key)
-            if found is not None and found.template is not None:
-                self.hits += 1
-                return dataclasses.replace(found, rewritten=found.template.fill(values))
         self.misses += 1
         catalog = catalog.with_path(path)
         found = self._evaluate_uncached(statement, who, policy, catalog)
@@ -424,13 +416,9 @@ class PolicyDecider:
             return found  # not remembered: the next try sees the catalog read again
         if shape_key and found.shape_safe:
             self._remember(shape_key, found)
-        elif template_key and shape is not None and self._templatable(found):
-            template = self._try_template(template_key, statement, who, policy, catalog, shape,
-                                          found, self._evaluate_uncached)  # fmt: skip
-            if template is not None:
-                self._remember(template_key, dataclasses.replace(found, template=template))
-            else:
-                self._remember(key, found)
+        elif shape_key is not None and shape is not None and "\\" not in statement.sql:
+            self._remember_rewrite(key, shape_key, statement, who, policy, catalog, shape, found,
+                                   self._evaluate_uncached)  # fmt: skip
         else:
             self._remember(key, found)
         return found

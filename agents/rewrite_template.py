@@ -24,7 +24,7 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlx.air.scan import NUMBER, STRING, Shape
+from sqlx.air.scan import NUMBER, STRING, Shape, has_ordinals
 
 # Kinds of literal a sentinel of the same kind can stand for.
 _KINDS = frozenset((STRING, NUMBER))
@@ -45,20 +45,20 @@ class Template:
         return "".join(out)
 
 
-def cut(text: str, shape: Shape) -> tuple[str, tuple[str, ...]]:
-    """`text` with each literal a HOLE, and the literals' own texts in order."""
-    pieces, literals, cursor = [], [], 0
+def cut(text: str, shape: Shape) -> str:
+    """`text` with each literal a HOLE."""
+    pieces, cursor = [], 0
     for start, end, _ in shape.literals:
         pieces.append(text[cursor:start])
-        literals.append(text[start:end])
         cursor = end
     pieces.append(text[cursor:])
-    return HOLE.join(pieces), tuple(literals)
+    return HOLE.join(pieces)
 
 
 def templatable(text: str, shape: Shape) -> bool:
-    return (bool(shape.literals) and not shape.ordinals and HOLE not in text
-            and all(kind in _KINDS for _, _, kind in shape.literals))  # fmt: skip
+    return (bool(shape.literals) and HOLE not in text
+            and all(kind in _KINDS for kind in shape.kinds)
+            and not has_ordinals(text, shape.dialect))  # fmt: skip
 
 
 def build(text: str, shape: Shape, rewritten: str,
@@ -68,13 +68,12 @@ def build(text: str, shape: Shape, rewritten: str,
     refusal differs."""
     if not templatable(text, shape):
         return None
-    holes, literals = cut(text, shape)
     nonce = secrets.randbelow(10**8)
     while str(nonce) in text or str(nonce) in rewritten:
         nonce = secrets.randbelow(10**8)
     sentinels = [f"'sqlx{nonce}s{i}'" if kind == STRING else f"7{nonce:08d}{i:04d}"
                  for i, (_, _, kind) in enumerate(shape.literals)]  # fmt: skip
-    pieces = holes.split(HOLE)
+    pieces = cut(text, shape).split(HOLE)
     probe = pieces[0] + "".join(s + p for s, p in zip(sentinels, pieces[1:], strict=True))
     out = rewrite(probe)
     if out is None:
@@ -95,4 +94,4 @@ def build(text: str, shape: Shape, rewritten: str,
         cursor = end
     parts.append(out[cursor:])
     template = Template(tuple(parts), tuple(i for _, _, i in found))
-    return template if template.fill(literals) == rewritten else None
+    return template if template.fill(shape.values(text)) == rewritten else None

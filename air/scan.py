@@ -21,9 +21,15 @@ from sqlglot.tokens import TokenType
 class Shape(NamedTuple):
     key: tuple[object, ...]  # the tokens, each literal's value left out
     literals: tuple[tuple[int, int, str], ...]  # each literal's [start, end), and its kind
-    # A bare number in an ORDER BY, GROUP BY or DISTINCT ON list: a position, so its
-    # value chooses which column is read, unlike any other literal's.
-    ordinals: bool
+    dialect: str
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(kind for _, _, kind in self.literals)
+
+    def values(self, text: str) -> tuple[str, ...]:
+        """The literals' own texts, as `text` (this shape's) spells them."""
+        return tuple(text[start:end] for start, end, _ in self.literals)
 
 
 STRING, NUMBER = "STRING", "NUMBER"
@@ -60,7 +66,20 @@ def shape_of(sql: str, dialect: str) -> Shape | None:
     if tokens is None:
         return None
     literals = tuple((start, end, kind) for _, kind, _, start, end in tokens if kind)
-    return Shape(tuple(entry for entry, *_ in tokens), literals, _has_ordinals(tokens))
+    return Shape(tuple(entry for entry, *_ in tokens), literals, dialect)
+
+
+def has_ordinals(sql: str, dialect: str) -> bool:
+    """A bare number in an ORDER BY, GROUP BY or DISTINCT ON list: a position, so its
+    value chooses which column is read, unlike any other literal's."""
+    if dialect == "postgres":
+        try:
+            tokens: list[_Token] | None = _pg_tokens(sql, pg_parser.scan(sql))
+        except pg_parser.ParseError:
+            return False
+    else:
+        tokens = _sg_tokens(sql, dialect)
+    return tokens is not None and _has_ordinals(tokens)
 
 
 def _pg_shape(sql: str) -> Shape | None:
@@ -80,10 +99,7 @@ def _pg_shape(sql: str) -> Shape | None:
             cursor = t.end + 1
     pieces.append(sql[cursor:])
     kinds = tuple(kind for _, _, kind in literals)
-    lowered = sql.lower()
-    ordinals = bool(literals) and ("by" in lowered or "on" in lowered) and _has_ordinals(
-        _pg_tokens(sql, tokens))  # fmt: skip
-    return Shape(("\x00".join(pieces), kinds), tuple(literals), ordinals)
+    return Shape(("\x00".join(pieces), kinds), tuple(literals), "postgres")
 
 
 def _sg_tokens(sql: str, dialect: str) -> list[_Token] | None:
