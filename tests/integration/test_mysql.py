@@ -517,7 +517,7 @@ def test_an_auth_switch_to_another_plugin(pg: PgServer, tmp_path: Path) -> None:
 def test_the_lesser_commands_are_relayed_and_their_responses_followed(
     my_proxy: Listener, mysql_server: MySqlServer
 ) -> None:
-    """COM_FIELD_LIST, COM_STATISTICS, COM_SET_OPTION and COM_RESET_CONNECTION: each
+    """COM_FIELD_LIST, COM_PING, COM_STATISTICS, COM_SET_OPTION and COM_RESET_CONNECTION: each
     gets the server's answer, and the proxy finds its end (the next query works)."""
     _, port = my_proxy
     conn = _connect(mysql_server, port, client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS)
@@ -528,6 +528,7 @@ def test_the_lesser_commands_are_relayed_and_their_responses_followed(
         while not (packet := conn._read_packet()).is_eof_packet():
             names.append(packet.get_all_data().split(b"fl", 2)[-1])
         assert len(names) == 2
+        conn.ping(reconnect=False)  # COM_PING: an OK
         conn._execute_command(0x09, b"")  # COM_STATISTICS: one packet of text
         assert b"Uptime:" in conn._read_packet().get_all_data()
         conn._execute_command(0x1B, b"\x01\x00")  # COM_SET_OPTION: multi-statements off
